@@ -1,0 +1,304 @@
+//! API keys: minting (`sk-sy-…`), SHA-256 hashing, and the lookup cache that serves
+//! authentication from memory after the first hit. Never stores or logs a plaintext key.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use dashmap::DashMap;
+use rand::distr::Alphanumeric;
+use rand::rngs::OsRng;
+use rand::{Rng, TryRngCore};
+use sha2::{Digest, Sha256};
+
+use crate::openai::MicroUsd;
+use crate::store::{ApiKeyRow, NewApiKey, Store, StoreError};
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitReset {
+    Daily,
+    Weekly,
+    Monthly,
+}
+
+impl LimitReset {
+    /// The spelling stored in `api_keys.limit_reset` and shown on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitReset::Daily => "daily",
+            LimitReset::Weekly => "weekly",
+            LimitReset::Monthly => "monthly",
+        }
+    }
+}
+
+/// The caller, once authenticated.
+#[derive(Debug, Clone)]
+pub struct AuthedKey {
+    /// Hex SHA-256 of the key: the id in `/keys/{hash}` and on every generation.
+    pub hash: Arc<str>,
+    pub name: Arc<str>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing API key: send `Authorization: Bearer sk-sy-…`")]
+    Missing,
+    #[error("invalid API key")]
+    Invalid,
+    #[error("this API key is disabled")]
+    Disabled,
+    #[error("this API key has expired")]
+    Expired,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A freshly minted key: the plaintext is here and nowhere else, ever.
+#[derive(Debug)]
+pub struct CreatedKey {
+    pub key: String,
+    pub row: ApiKeyRow,
+}
+
+const KEY_PREFIX: &str = "sk-sy-";
+/// 48 base62 characters carry ~285 bits: far beyond guessing, and SHA-256 without a salt or a slow
+/// KDF is then safe to store.
+const KEY_RANDOM_CHARS: usize = 48;
+const KEY_LEN: usize = KEY_PREFIX.len() + KEY_RANDOM_CHARS;
+/// Enough of the key to tell keys apart in a listing, too little to help guess the rest.
+const DISPLAY_PREFIX_CHARS: usize = 10;
+/// How long a cached verdict (valid, disabled or unknown) is trusted before the store is asked
+/// again: disabling a key in another replica, or creating one, takes effect within this delay.
+const CACHE_TTL: Duration = Duration::from_secs(1);
+/// Past this many entries, stale ones are swept before another miss is cached; if the map is still
+/// full, misses go uncached so a flood of random keys cannot grow memory without bound.
+const CACHE_SOFT_CAP: usize = 100_000;
+
+/// Key administration and authentication over the store, with an in-memory cache. Cheap to clone:
+/// every clone shares one cache.
+#[derive(Clone)]
+pub struct Keys {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    /// Keyed by the raw digest so the hot path hashes into a stack array and allocates nothing.
+    /// Sharded, so concurrent requests do not contend on one lock.
+    cache: DashMap<[u8; 32], Cached>,
+    clock: Clock,
+}
+
+/// Where the cache reads the time; tests move a clock by hand instead of sleeping.
+type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
+
+struct Cached {
+    checked_at: Instant,
+    verdict: Verdict,
+}
+
+/// What the store said about a hash. Expiry is not part of it: it is judged on every request, so
+/// a key that expires while cached is refused at once.
+#[derive(Clone)]
+enum Verdict {
+    Active {
+        key: AuthedKey,
+        expires_at: Option<DateTime<Utc>>,
+    },
+    Disabled,
+    Unknown,
+}
+
+impl Verdict {
+    fn of(row: Option<ApiKeyRow>) -> Verdict {
+        match row {
+            None => Verdict::Unknown,
+            Some(row) if row.disabled => Verdict::Disabled,
+            Some(row) => Verdict::Active {
+                key: AuthedKey {
+                    hash: row.hash.into(),
+                    name: row.name.into(),
+                },
+                expires_at: row.expires_at,
+            },
+        }
+    }
+
+    fn judge(&self) -> Result<AuthedKey, AuthError> {
+        match self {
+            Verdict::Active {
+                expires_at: Some(at),
+                ..
+            } if *at <= Utc::now() => Err(AuthError::Expired),
+            Verdict::Active { key, .. } => Ok(key.clone()),
+            Verdict::Disabled => Err(AuthError::Disabled),
+            Verdict::Unknown => Err(AuthError::Invalid),
+        }
+    }
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys")
+            .field("store", &self.inner.store)
+            .field("cached", &self.inner.cache.len())
+            .finish()
+    }
+}
+
+impl Keys {
+    pub fn new(store: Store) -> Self {
+        Self::with_clock(store, Instant::now)
+    }
+
+    /// Like [`Keys::new`], reading the time from `clock`: tests use it to expire cache entries
+    /// without sleeping.
+    pub fn with_clock(store: Store, clock: impl Fn() -> Instant + Send + Sync + 'static) -> Self {
+        let inner = Inner {
+            store,
+            cache: DashMap::new(),
+            clock: Arc::new(clock),
+        };
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    pub async fn create(
+        &self,
+        name: &str,
+        limit: Option<MicroUsd>,
+        limit_reset: Option<LimitReset>,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<CreatedKey, StoreError> {
+        let key = mint();
+        let digest = digest(&key);
+        let prefix: String = key
+            .chars()
+            .take(DISPLAY_PREFIX_CHARS)
+            .chain(['…'])
+            .collect();
+        let new = NewApiKey {
+            name: name.to_owned(),
+            hash: hex::encode(digest),
+            prefix,
+            limit_micros: limit.map(|limit| limit.0),
+            limit_reset: limit_reset.map(|reset| reset.as_str().to_owned()),
+            expires_at,
+        };
+        let row = self.inner.store.insert_key(&new).await?;
+        // Only reachable if this exact key was presented before it existed; cheap insurance.
+        self.inner.cache.remove(&digest);
+        Ok(CreatedKey { key, row })
+    }
+
+    /// Disables or re-enables a key. This process stops (or resumes) accepting it at once; other
+    /// processes within the cache's one-second window. Returns whether the key exists.
+    pub async fn set_disabled(&self, hash: &str, disabled: bool) -> Result<bool, StoreError> {
+        let found = self.inner.store.set_key_disabled(hash, disabled).await?;
+        let mut digest = [0u8; 32];
+        if hex::decode_to_slice(hash, &mut digest).is_ok() {
+            self.inner.cache.remove(&digest);
+        }
+        Ok(found)
+    }
+
+    /// `presented` is the bearer token as the caller sent it.
+    pub async fn authenticate(&self, presented: &str) -> Result<AuthedKey, AuthError> {
+        if presented.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        // Anything we could not have minted is refused without hashing or asking the store.
+        if presented.len() != KEY_LEN || !presented.starts_with(KEY_PREFIX) {
+            return Err(AuthError::Invalid);
+        }
+        let digest = digest(presented);
+        let now = (self.inner.clock)();
+        if let Some(cached) = self.inner.cache.get(&digest) {
+            if now.saturating_duration_since(cached.checked_at) < CACHE_TTL {
+                return cached.verdict.judge();
+            }
+        }
+        // The map guard is released above: nothing may hold a shard lock across this await.
+        let row = self.inner.store.key_by_hash(&hex::encode(digest)).await?;
+        let verdict = Verdict::of(row);
+        let outcome = verdict.judge();
+        self.remember(
+            digest,
+            Cached {
+                checked_at: now,
+                verdict,
+            },
+        );
+        outcome
+    }
+
+    fn remember(&self, digest: [u8; 32], cached: Cached) {
+        let cache = &self.inner.cache;
+        if matches!(cached.verdict, Verdict::Unknown) && cache.len() >= CACHE_SOFT_CAP {
+            cache.retain(|_, entry| {
+                cached
+                    .checked_at
+                    .saturating_duration_since(entry.checked_at)
+                    < CACHE_TTL
+            });
+            if cache.len() >= CACHE_SOFT_CAP {
+                return;
+            }
+        }
+        cache.insert(digest, cached);
+    }
+}
+
+fn mint() -> String {
+    // The OS generator directly: a key is a long-lived secret, worth a syscall. `unwrap_err`
+    // panics only if the OS cannot produce randomness at all, and then no key should be minted.
+    let mut rng = OsRng.unwrap_err();
+    let mut key = String::with_capacity(KEY_LEN);
+    key.push_str(KEY_PREFIX);
+    key.extend(
+        (&mut rng)
+            .sample_iter(Alphanumeric)
+            .take(KEY_RANDOM_CHARS)
+            .map(char::from),
+    );
+    key
+}
+
+fn digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minted_keys_are_the_prefix_and_48_base62_characters() {
+        let key = mint();
+        assert_eq!(key.len(), KEY_LEN);
+        let random = key.strip_prefix(KEY_PREFIX).unwrap();
+        assert!(random.bytes().all(|b| b.is_ascii_alphanumeric()), "{key}");
+        assert_ne!(mint(), key);
+    }
+
+    #[test]
+    fn the_digest_is_sha256_of_the_whole_key() {
+        assert_eq!(
+            hex::encode(digest("abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn limit_reset_is_stored_in_the_same_spelling_as_its_json() {
+        for reset in [LimitReset::Daily, LimitReset::Weekly, LimitReset::Monthly] {
+            let json = serde_json::to_string(&reset).unwrap();
+            assert_eq!(json, format!("\"{}\"", reset.as_str()));
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! Who is calling and what they may spend: API keys (minting, hashing, the in-memory lookup
+//! cache). Credit reservation and rate limits arrive with the accounts issue. No HTTP types here.
+
+mod keys;
+
+pub use keys::{AuthError, AuthedKey, CreatedKey, Keys, LimitReset};

@@ -1,0 +1,144 @@
+//! One chat completion from start to settled record: plan the endpoints, try them in turn until
+//! one answers, rewrite the answer for the caller, price it and hand the record to the writer.
+//! Sits between the HTTP surface and routing; knows no HTTP types of its own.
+
+mod attempt;
+mod stream;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use crate::accounts::AuthedKey;
+use crate::error::ApiError;
+use crate::openai::ChatRequest;
+use crate::providers::{Registry, UpstreamError};
+use crate::routing::{Catalog, plan};
+use crate::usage::record::{AppInfo, Outcome, Recorder};
+use crate::usage::writer::GenerationSink;
+
+pub use stream::{ChatStream, error_chunk};
+
+/// Everything a chat completion needs, shared by all requests.
+#[derive(Clone)]
+pub struct Chat {
+    catalog: Arc<Catalog>,
+    registry: Arc<Registry>,
+    generations: GenerationSink,
+}
+
+/// Who asked, and under which id the answer is recorded.
+#[derive(Debug)]
+pub struct Caller {
+    pub generation_id: Arc<str>,
+    pub key: AuthedKey,
+    pub app: AppInfo,
+}
+
+impl Chat {
+    pub fn new(catalog: Arc<Catalog>, registry: Arc<Registry>, generations: GenerationSink) -> Self {
+        Self { catalog, registry, generations }
+    }
+
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// A non-streaming completion: the response body, ready to send.
+    pub async fn complete(&self, caller: Caller, request: ChatRequest) -> Result<Bytes, ApiError> {
+        let mut recorder = self.recorder(caller, &request);
+        let result = self.complete_recorded(&mut recorder, &request).await;
+        match &result {
+            Ok((usage, finish_reason, _)) => {
+                recorder.settle(Outcome::completed(usage, finish_reason.as_deref()))
+            }
+            Err(error) => {
+                recorder.settle(Outcome::failed(error.status().as_u16(), error.message()))
+            }
+        }
+        result.map(|(_, _, body)| body)
+    }
+
+    async fn complete_recorded(
+        &self,
+        recorder: &mut Recorder,
+        request: &ChatRequest,
+    ) -> Result<(crate::openai::Usage, Option<String>, Bytes), ApiError> {
+        let plan = plan(&self.catalog, request)?;
+        let mut last_error = None;
+        for planned in &plan.attempts {
+            let started = Instant::now();
+            let result = attempt::complete(&self.registry, planned, request).await;
+            recorder.attempted(attempt::record(planned, started, result.as_ref().err()));
+            match result {
+                Ok((mut response, served)) => {
+                    let usage = response.usage.take().unwrap_or_default();
+                    let cost = served.pricing.cost(&usage);
+                    let usage = usage.with_cost(cost);
+                    response.id = recorder.id().to_string();
+                    response.model = served.model.to_string();
+                    response.provider = Some(served.provider.to_string());
+                    if response.created == 0 {
+                        response.created = chrono::Utc::now().timestamp();
+                    }
+                    response.usage = Some(usage.clone());
+                    let finish_reason = response.finish_reason().map(str::to_owned);
+                    recorder.served_by(served);
+                    let body = serde_json::to_vec(&response).map_err(|_| ApiError::internal())?;
+                    return Ok((usage, finish_reason, Bytes::from(body)));
+                }
+                Err(error) if error.is_retryable() => last_error = Some(error),
+                Err(error) => return Err(attempts_failed(error, recorder)),
+            }
+        }
+        Err(last_error.map_or_else(ApiError::internal, |error| attempts_failed(error, recorder)))
+    }
+
+    /// A streaming completion, returned once the first upstream event has arrived (so a failure
+    /// before it can still fail over or become a real HTTP error).
+    pub async fn stream(self, caller: Caller, request: ChatRequest) -> Result<ChatStream, ApiError> {
+        let mut recorder = self.recorder(caller, &request);
+        let plan = match plan(&self.catalog, &request) {
+            Ok(plan) => plan,
+            Err(error) => return Err(fail(recorder, error.into())),
+        };
+        let mut last_error = None;
+        for planned in &plan.attempts {
+            let started = Instant::now();
+            let result = attempt::open_stream(&self.registry, planned, &request).await;
+            recorder.attempted(attempt::record(planned, started, result.as_ref().err()));
+            match result {
+                Ok(opened) => return Ok(ChatStream::new(opened, recorder)),
+                Err(error) if error.is_retryable() => last_error = Some(error),
+                Err(error) => {
+                    let error = attempts_failed(error, &recorder);
+                    return Err(fail(recorder, error));
+                }
+            }
+        }
+        let error = last_error.map_or_else(ApiError::internal, |error| attempts_failed(error, &recorder));
+        Err(fail(recorder, error))
+    }
+
+    fn recorder(&self, caller: Caller, request: &ChatRequest) -> Recorder {
+        Recorder::start(
+            caller.generation_id,
+            caller.key.hash,
+            request,
+            caller.app,
+            self.generations.clone(),
+        )
+    }
+}
+
+fn fail(recorder: Recorder, error: ApiError) -> ApiError {
+    recorder.settle(Outcome::failed(error.status().as_u16(), error.message()));
+    error
+}
+
+/// The last upstream error, with every attempt listed in `metadata` so callers can see why.
+fn attempts_failed(error: UpstreamError, recorder: &Recorder) -> ApiError {
+    let attempts = serde_json::to_value(recorder.attempts()).unwrap_or_default();
+    ApiError::from(error).with_metadata(serde_json::json!({ "attempts": attempts }))
+}

@@ -1,0 +1,171 @@
+//! A running stream: upstream chunks rewritten for the caller (id, model, provider), the upstream
+//! usage chunk swallowed, and the ending the contract promises — a usage chunk with the exact
+//! cost, or an error chunk followed by it. The generation is settled when the stream ends, or by
+//! the recorder's guard when the client goes away first.
+
+use super::attempt::Opened;
+use crate::error::ApiError;
+use crate::openai::{ChatChunk, ChunkChoice, ChunkError, Delta};
+use crate::providers::upstream::UpstreamResponse;
+use crate::providers::{StreamDecoder, UpstreamError, UpstreamErrorKind};
+use crate::usage::record::{Outcome, Recorder};
+
+enum State {
+    Streaming,
+    /// One chunk left to send (the usage chunk after an error chunk), then the end.
+    Ending(Box<ChatChunk>),
+    Done,
+}
+
+pub struct ChatStream {
+    response: UpstreamResponse,
+    decoder: Box<dyn StreamDecoder>,
+    pending: Option<ChatChunk>,
+    recorder: Option<Recorder>,
+    id: String,
+    model: String,
+    provider: String,
+    created: i64,
+    finish_reason: Option<String>,
+    state: State,
+}
+
+impl ChatStream {
+    pub(super) fn new(opened: Opened, recorder: Recorder) -> Self {
+        let Opened { response, decoder, first, served } = opened;
+        let created = if first.created > 0 { first.created } else { chrono::Utc::now().timestamp() };
+        let mut recorder = recorder;
+        let (model, provider) = (served.model.to_string(), served.provider.to_string());
+        recorder.served_by(served);
+        Self {
+            response,
+            decoder,
+            pending: Some(first),
+            id: recorder.id().to_string(),
+            recorder: Some(recorder),
+            model,
+            provider,
+            created,
+            finish_reason: None,
+            state: State::Streaming,
+        }
+    }
+
+    /// The next chunk for the client; `None` once the stream has ended (the caller then sends
+    /// `[DONE]`).
+    pub async fn next(&mut self) -> Option<ChatChunk> {
+        loop {
+            match std::mem::replace(&mut self.state, State::Streaming) {
+                State::Done => {
+                    self.state = State::Done;
+                    return None;
+                }
+                State::Ending(last) => {
+                    self.state = State::Done;
+                    return Some(*last);
+                }
+                State::Streaming => {}
+            }
+            let decoded = match self.pending.take() {
+                Some(chunk) => Ok(Some(chunk)),
+                None => match self.response.next_event().await {
+                    Some(Ok(event)) => self.decoder.decode(&event),
+                    Some(Err(error)) => Err(error),
+                    None if self.finish_reason.is_some() || self.decoder.finished() => {
+                        return Some(self.finish(None));
+                    }
+                    None => Err(UpstreamError::new(
+                        UpstreamErrorKind::Connect,
+                        "the upstream closed the stream before it finished",
+                    )),
+                },
+            };
+            match decoded {
+                Ok(Some(chunk)) => {
+                    if let Some(chunk) = self.rewrite(chunk) {
+                        return Some(chunk);
+                    }
+                }
+                Ok(None) if self.decoder.finished() => return Some(self.finish(None)),
+                Ok(None) => {}
+                Err(error) => return Some(self.finish(Some(ApiError::from(error)))),
+            }
+        }
+    }
+
+    /// Gives the chunk the caller's ids; `None` for chunks that only carried usage.
+    fn rewrite(&mut self, mut chunk: ChatChunk) -> Option<ChatChunk> {
+        let recorder = self.recorder.as_mut()?;
+        if let Some(usage) = chunk.usage.take() {
+            recorder.reported(usage);
+        }
+        if chunk.choices.is_empty() {
+            return None;
+        }
+        if let Some(reason) = chunk.choices.iter().find_map(|choice| choice.finish_reason.as_ref()) {
+            self.finish_reason = Some(reason.clone());
+        }
+        chunk.id.clone_from(&self.id);
+        chunk.model.clone_from(&self.model);
+        chunk.provider = Some(self.provider.clone());
+        chunk.created = self.created;
+        recorder.observe(&chunk);
+        Some(chunk)
+    }
+
+    /// Settles the generation and returns the closing chunk: the usage chunk, or on `error` the
+    /// error chunk (with the usage chunk queued after it).
+    fn finish(&mut self, error: Option<ApiError>) -> ChatChunk {
+        let Some(recorder) = self.recorder.take() else {
+            self.state = State::Done;
+            return self.empty_chunk();
+        };
+        let usage = recorder.stream_usage();
+        let cost = recorder.price(&usage);
+        let usage = usage.with_cost(cost);
+        let mut usage_chunk = self.empty_chunk();
+        usage_chunk.usage = Some(usage.clone());
+        match error {
+            None => {
+                recorder.settle(Outcome::completed(&usage, self.finish_reason.as_deref()));
+                self.state = State::Done;
+                usage_chunk
+            }
+            Some(error) => {
+                recorder.settle(Outcome {
+                    status: error.status().as_u16(),
+                    usage: Some(&usage),
+                    finish_reason: Some("error"),
+                    error: Some(error.message()),
+                });
+                self.state = State::Ending(Box::new(usage_chunk));
+                self.error_chunk(&error)
+            }
+        }
+    }
+
+    fn empty_chunk(&self) -> ChatChunk {
+        ChatChunk::empty(&self.id, self.created, &self.model, Some(&self.provider))
+    }
+
+    fn error_chunk(&self, error: &ApiError) -> ChatChunk {
+        error_chunk(self.empty_chunk(), error)
+    }
+}
+
+/// OpenRouter's in-stream error: a top-level `error` and one choice finishing with `"error"`.
+pub fn error_chunk(mut chunk: ChatChunk, error: &ApiError) -> ChatChunk {
+    let body = error.body();
+    chunk.error = Some(ChunkError {
+        message: body.message.to_owned(),
+        code: body.code,
+        metadata: body.metadata.cloned(),
+    });
+    chunk.choices.push(ChunkChoice {
+        index: 0,
+        delta: Delta { content: Some(String::new()), ..Delta::default() },
+        finish_reason: Some("error".to_owned()),
+        extra: serde_json::Map::new(),
+    });
+    chunk
+}

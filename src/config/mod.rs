@@ -1,0 +1,416 @@
+//! Typed configuration: the TOML contract, `${VAR}` substitution, validation and the embedded
+//! default. It only describes; building clients, pools or catalogs from it happens elsewhere.
+
+mod bundled;
+mod document;
+mod env;
+mod load;
+mod redact;
+mod units;
+mod validate;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use load::{ConfigError, ConfigProblem, ConfigSource, from_text, load};
+pub use units::{ByteSize, HumanDuration};
+
+use redact::{Masked, RedactedUrl};
+
+/// The whole configuration after substitution, validation and merging with the bundled catalog.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    /// Optional; shared limits and cache across replicas (used by later issues).
+    pub redis: Option<RedisConfig>,
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
+    #[serde(default)]
+    pub models: Vec<ModelConfig>,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "ServerConfig::default_listen")]
+    pub listen: String,
+    /// Guards the key-provisioning API; `None` disables that API entirely.
+    #[serde(default)]
+    pub admin_token: Option<String>,
+    #[serde(default = "ServerConfig::default_max_body")]
+    pub max_body: ByteSize,
+    /// How long a stream may wait for its first upstream event before the gateway commits `200`
+    /// and starts sending `: keep-alive` comments (so idle proxies do not cut it).
+    #[serde(default = "ServerConfig::default_sse_keepalive")]
+    pub sse_keepalive: HumanDuration,
+    /// `pretty` for people, `json` for log pipelines.
+    #[serde(default)]
+    pub log_format: LogFormat,
+}
+
+impl ServerConfig {
+    fn default_listen() -> String {
+        "127.0.0.1:8080".to_owned()
+    }
+    fn default_max_body() -> ByteSize {
+        ByteSize(32 * 1024 * 1024)
+    }
+    fn default_sse_keepalive() -> HumanDuration {
+        HumanDuration(Duration::from_secs(5))
+    }
+}
+
+impl fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("listen", &self.listen)
+            .field("admin_token", &Masked(self.admin_token.as_deref()))
+            .field("max_body", &self.max_body)
+            .field("sse_keepalive", &self.sse_keepalive)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: Self::default_listen(),
+            admin_token: None,
+            max_body: Self::default_max_body(),
+            sse_keepalive: Self::default_sse_keepalive(),
+            log_format: LogFormat::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// May hold a password; `Debug` masks it.
+    #[serde(default = "DatabaseConfig::default_url")]
+    pub url: String,
+    /// Generation rows are written in batches of at most this many.
+    #[serde(default = "DatabaseConfig::default_batch_size")]
+    pub batch_size: usize,
+    /// A partial batch is written after waiting this long.
+    #[serde(default = "DatabaseConfig::default_flush_interval")]
+    pub flush_interval: HumanDuration,
+}
+
+impl DatabaseConfig {
+    fn default_url() -> String {
+        "sqlite://switchyard.db".to_owned()
+    }
+    fn default_batch_size() -> usize {
+        256
+    }
+    fn default_flush_interval() -> HumanDuration {
+        HumanDuration(Duration::from_millis(200))
+    }
+}
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &RedactedUrl(&self.url))
+            .field("batch_size", &self.batch_size)
+            .field("flush_interval", &self.flush_interval)
+            .finish()
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: Self::default_url(),
+            batch_size: Self::default_batch_size(),
+            flush_interval: Self::default_flush_interval(),
+        }
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// May hold a password; `Debug` masks it.
+    pub url: String,
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &RedactedUrl(&self.url))
+            .finish()
+    }
+}
+
+/// The wire formats this build can speak. A kind is listed here only once its adapter exists.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    Openai,
+    OpenaiCompatible,
+    Mock,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DataCollection {
+    #[default]
+    Allow,
+    Deny,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// The slug used in routing preferences (`provider.order`, `only`, `ignore`) and responses.
+    pub id: String,
+    pub kind: ProviderKind,
+    /// Required for `openai-compatible`; the `openai` kind defaults it to OpenAI's public API
+    /// (filled in by loading, so it is always `Some` there).
+    pub base_url: Option<String>,
+    /// Never printed: `Debug` masks it. `None` when unset or empty (as `${VAR:-}` yields).
+    pub api_key: Option<String>,
+    #[serde(default)]
+    pub data_collection: DataCollection,
+    #[serde(default = "ProviderConfig::default_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    #[serde(default = "ProviderConfig::default_first_token_timeout")]
+    pub first_token_timeout: HumanDuration,
+    #[serde(default = "ProviderConfig::default_idle_timeout")]
+    pub idle_timeout: HumanDuration,
+    #[serde(default = "ProviderConfig::default_request_timeout")]
+    pub request_timeout: HumanDuration,
+}
+
+impl fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProviderConfig")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("base_url", &self.base_url.as_deref().map(RedactedUrl))
+            .field("api_key", &Masked(self.api_key.as_deref()))
+            .field("data_collection", &self.data_collection)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("first_token_timeout", &self.first_token_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
+}
+
+impl ProviderConfig {
+    /// A provider with every optional key at its default, as if written with only `id` and
+    /// `kind`.
+    pub fn new(id: impl Into<String>, kind: ProviderKind) -> ProviderConfig {
+        ProviderConfig {
+            id: id.into(),
+            kind,
+            base_url: None,
+            api_key: None,
+            data_collection: DataCollection::default(),
+            connect_timeout: Self::default_connect_timeout(),
+            first_token_timeout: Self::default_first_token_timeout(),
+            idle_timeout: Self::default_idle_timeout(),
+            request_timeout: Self::default_request_timeout(),
+        }
+    }
+
+    fn default_connect_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(5))
+    }
+    fn default_first_token_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(60))
+    }
+    fn default_idle_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(60))
+    }
+    fn default_request_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(600))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// What callers send as `model`, e.g. `openai/gpt-4o`.
+    pub id: String,
+    /// Human-readable name for `GET /v1/models`; defaults to the id.
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub context_length: Option<u32>,
+    #[serde(default)]
+    pub endpoints: Vec<EndpointConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    pub provider: String,
+    /// The provider's own model name.
+    pub upstream: String,
+    /// USD per million input tokens, as an exact decimal string.
+    pub prompt: String,
+    /// USD per million output tokens, as an exact decimal string.
+    pub completion: String,
+    pub cache_read: Option<String>,
+    pub cache_write: Option<String>,
+    pub max_output: Option<u32>,
+    #[serde(default)]
+    pub supports: Vec<String>,
+}
+
+/// Where the configuration came from, kept so `check` and logs can name the file.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub config: Config,
+    pub source: ConfigSource,
+}
+
+impl LoadedConfig {
+    pub fn path(&self) -> Option<&PathBuf> {
+        match &self.source {
+            ConfigSource::File(path) => Some(path),
+            ConfigSource::EmbeddedDefault => None,
+        }
+    }
+
+    /// The file's path as given, or `embedded default`.
+    pub fn origin(&self) -> String {
+        self.path().map_or_else(
+            || "embedded default".to_owned(),
+            |path| path.display().to_string(),
+        )
+    }
+
+    /// What `switchyard check` reports: where the config came from, each provider (without
+    /// secrets) with the number of models it serves, and warnings worth acting on.
+    pub fn summary(&self) -> String {
+        use fmt::Write as _;
+        let config = &self.config;
+        let mut out = String::new();
+        let _ = writeln!(out, "config: {}", self.origin());
+        let _ = writeln!(out, "listen: {}", config.server.listen);
+        let _ = writeln!(out, "database: {:?}", RedactedUrl(&config.database.url));
+        let admin = if config.server.admin_token.is_some() {
+            "enabled"
+        } else {
+            "disabled (no admin_token)"
+        };
+        let _ = writeln!(out, "key API: {admin}");
+        let _ = writeln!(out, "providers: {}", config.providers.len());
+        let mut warnings = Vec::new();
+        for provider in &config.providers {
+            let serving = config
+                .models
+                .iter()
+                .filter(|model| model.endpoints.iter().any(|e| e.provider == provider.id))
+                .count();
+            let key = match (provider.kind, &provider.api_key) {
+                (ProviderKind::Mock, _) => "no key needed",
+                (_, Some(_)) => "key set",
+                (_, None) => "no key",
+            };
+            let url = provider
+                .base_url
+                .as_deref()
+                .map_or_else(String::new, |url| format!(" {:?}", RedactedUrl(url)));
+            let _ = writeln!(
+                out,
+                "  {} ({}{url}, {key}): {serving} models",
+                provider.id,
+                provider.kind.name()
+            );
+            if serving == 0 {
+                warnings.push(format!("provider {:?} serves no model", provider.id));
+            }
+            if provider.kind != ProviderKind::Mock && provider.api_key.is_none() {
+                warnings.push(format!("provider {:?} has no api_key", provider.id));
+            }
+        }
+        let endpoints: usize = config
+            .models
+            .iter()
+            .map(|model| model.endpoints.len())
+            .sum();
+        let _ = writeln!(
+            out,
+            "models: {} ({endpoints} endpoints)",
+            config.models.len()
+        );
+        for warning in warnings {
+            let _ = writeln!(out, "warning: {warning}");
+        }
+        out
+    }
+}
+
+impl ProviderKind {
+    /// As written in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::OpenaiCompatible => "openai-compatible",
+            ProviderKind::Mock => "mock",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_lists_providers_and_warnings_without_secrets() {
+        let text = r#"
+            [database]
+            url = "postgres://app:db-secret@db/switchyard"
+            [[providers]]
+            id = "openai"
+            kind = "openai"
+            api_key = "sk-provider-secret"
+            [[providers]]
+            id = "local"
+            kind = "openai-compatible"
+            base_url = "http://127.0.0.1:11434/v1"
+        "#;
+        let config = from_text(text, "switchyard.toml", &|_| None).unwrap();
+        let loaded = LoadedConfig {
+            config,
+            source: ConfigSource::File("switchyard.toml".into()),
+        };
+        let summary = loaded.summary();
+        assert!(
+            summary.starts_with("config: switchyard.toml\n"),
+            "{summary}"
+        );
+        assert!(summary.contains("  openai (openai \"https://api.openai.com/v1\", key set): "));
+        assert!(
+            summary.contains("warning: provider \"local\" serves no model"),
+            "{summary}"
+        );
+        assert!(
+            summary.contains("warning: provider \"local\" has no api_key"),
+            "{summary}"
+        );
+        assert!(!summary.contains("secret"), "{summary}");
+    }
+}

@@ -1,0 +1,442 @@
+//! Semantic checks on a parsed config and the defaults that depend on other keys; reports
+//! problems by key path and never panics, prints secrets or touches the network.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use super::document::KeyPath;
+use super::{Config, DatabaseConfig, ModelConfig, ProviderConfig, ProviderKind, ServerConfig};
+use crate::usage::Price;
+
+/// Where the `openai` kind sends requests when the config names no `base_url`.
+pub(super) const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+
+/// One thing wrong with the config: the key it is about and a message that names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Problem {
+    pub(super) path: KeyPath,
+    pub(super) message: String,
+}
+
+impl Problem {
+    fn new(path: KeyPath, message: impl Into<String>) -> Problem {
+        Problem {
+            path,
+            message: message.into(),
+        }
+    }
+}
+
+/// Checks `server`, `database`, `redis` and `providers`, and fills the defaults that depend on
+/// other keys (the `openai` base URL; an empty key or URL, as `${VAR:-}` yields, means none).
+pub(super) fn settings(config: &mut Config, problems: &mut Vec<Problem>) {
+    server(&mut config.server, problems);
+    database(&config.database, problems);
+    if let Some(redis) = &config.redis {
+        let path = KeyPath::root("redis").key("url");
+        check_scheme(
+            &redis.url,
+            &path,
+            &["redis", "rediss", "unix", "redis+unix"],
+            problems,
+        );
+    }
+    providers(&mut config.providers, problems);
+}
+
+fn server(server: &mut ServerConfig, problems: &mut Vec<Problem>) {
+    let path = KeyPath::root("server");
+    if server.listen.parse::<SocketAddr>().is_err() {
+        problems.push(Problem::new(
+            path.key("listen"),
+            format!(
+                "server.listen: {:?} is not a socket address (expected an IP and a port, such \
+                 as \"127.0.0.1:8080\" or \"0.0.0.0:8080\")",
+                server.listen
+            ),
+        ));
+    }
+    clear_if_empty(&mut server.admin_token);
+    if server.max_body.0 == 0 {
+        problems.push(Problem::new(
+            path.key("max_body"),
+            "server.max_body: must be above zero",
+        ));
+    }
+    if server.sse_keepalive.0.is_zero() {
+        problems.push(Problem::new(
+            path.key("sse_keepalive"),
+            "server.sse_keepalive: must be above zero",
+        ));
+    }
+}
+
+fn database(database: &DatabaseConfig, problems: &mut Vec<Problem>) {
+    let path = KeyPath::root("database");
+    check_scheme(
+        &database.url,
+        &path.key("url"),
+        &["sqlite", "postgres", "postgresql"],
+        problems,
+    );
+    if database.batch_size == 0 {
+        problems.push(Problem::new(
+            path.key("batch_size"),
+            "database.batch_size: must be at least 1",
+        ));
+    }
+    if database.flush_interval.0.is_zero() {
+        problems.push(Problem::new(
+            path.key("flush_interval"),
+            "database.flush_interval: must be above zero",
+        ));
+    }
+}
+
+/// Names only the scheme in messages: the rest of a URL may hold a password.
+fn check_scheme(url: &str, path: &KeyPath, schemes: &[&str], problems: &mut Vec<Problem>) {
+    let expected = schemes.join(", ");
+    let scheme = url
+        .split_once(':')
+        .map(|(scheme, _)| scheme)
+        .filter(|s| !s.is_empty());
+    match scheme {
+        Some(scheme) if schemes.contains(&scheme) => {}
+        Some(scheme)
+            if scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
+        {
+            problems.push(Problem::new(
+                path.clone(),
+                format!("{path}: unsupported scheme {scheme:?} (expected one of: {expected})"),
+            ));
+        }
+        _ => problems.push(Problem::new(
+            path.clone(),
+            format!("{path}: not a URL (expected one with a scheme among: {expected})"),
+        )),
+    }
+}
+
+fn providers(providers: &mut [ProviderConfig], problems: &mut Vec<Problem>) {
+    let mut first_use: HashMap<String, usize> = HashMap::new();
+    for (index, provider) in providers.iter_mut().enumerate() {
+        let path = KeyPath::root("providers").index(index);
+        let subject = format!("providers[{index}] (id {:?})", provider.id);
+        let mut problem = |key: &'static str, message: String| {
+            problems.push(Problem::new(path.key(key), format!("{subject}: {message}")));
+        };
+
+        let valid_id = !provider.id.is_empty()
+            && provider
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !valid_id {
+            problem(
+                "id",
+                "id must be non-empty letters, digits, '-', '_' or '.'".to_owned(),
+            );
+        } else if let Some(first) = first_use.get(&provider.id) {
+            problem("id", format!("id is already used by providers[{first}]"));
+        } else {
+            first_use.insert(provider.id.clone(), index);
+        }
+
+        clear_if_empty(&mut provider.api_key);
+        clear_if_empty(&mut provider.base_url);
+        match (&provider.kind, &provider.base_url) {
+            (ProviderKind::Openai, None) => provider.base_url = Some(OPENAI_BASE_URL.to_owned()),
+            (ProviderKind::OpenaiCompatible, None) => {
+                problem(
+                    "base_url",
+                    "base_url is required for kind \"openai-compatible\"".into(),
+                );
+            }
+            (_, Some(url)) if !(url.starts_with("https://") || url.starts_with("http://")) => {
+                problem(
+                    "base_url",
+                    "base_url must start with https:// or http://".to_owned(),
+                );
+            }
+            _ => {}
+        }
+
+        let timeouts = [
+            ("connect_timeout", provider.connect_timeout),
+            ("first_token_timeout", provider.first_token_timeout),
+            ("idle_timeout", provider.idle_timeout),
+            ("request_timeout", provider.request_timeout),
+        ];
+        for (key, timeout) in timeouts {
+            if timeout.0.is_zero() {
+                problem(key, format!("{key} must be above zero"));
+            }
+        }
+    }
+}
+
+fn clear_if_empty(value: &mut Option<String>) {
+    if value.as_deref().is_some_and(|text| text.trim().is_empty()) {
+        *value = None;
+    }
+}
+
+/// Checks a list of models. With `providers`, every endpoint must name one of them (the user's
+/// own models); without, provider names are left to the merge (the bundled catalog).
+pub(super) fn models(
+    models: &[ModelConfig],
+    providers: Option<&[ProviderConfig]>,
+    problems: &mut Vec<Problem>,
+) {
+    let mut first_use: HashMap<&str, usize> = HashMap::new();
+    for (index, model) in models.iter().enumerate() {
+        let path = KeyPath::root("models").index(index);
+        let subject = format!("models[{index}] (id {:?})", model.id);
+        let mut problem = |path: KeyPath, message: String| {
+            problems.push(Problem::new(path, format!("{subject}: {message}")));
+        };
+
+        if !is_model_id(&model.id) {
+            problem(
+                path.key("id"),
+                "id must be `author/slug`, such as \"openai/gpt-4o\", without spaces or ':'"
+                    .to_owned(),
+            );
+        } else if let Some(first) = first_use.get(model.id.as_str()) {
+            problem(
+                path.key("id"),
+                format!("id is already used by models[{first}]"),
+            );
+        } else {
+            first_use.insert(&model.id, index);
+        }
+        if model.context_length == Some(0) {
+            problem(
+                path.key("context_length"),
+                "context_length must be above zero".to_owned(),
+            );
+        }
+        if model.endpoints.is_empty() {
+            problem(
+                path.key("id"),
+                "has no endpoints; add at least one [[models.endpoints]]".to_owned(),
+            );
+        }
+
+        let mut seen_providers: HashMap<&str, usize> = HashMap::new();
+        for (number, endpoint) in model.endpoints.iter().enumerate() {
+            let path = path.key("endpoints").index(number);
+            let subject = format!("endpoints[{number}] (provider {:?})", endpoint.provider);
+            let mut endpoint_problem = |key: &'static str, message: String| {
+                problem(path.key(key), format!("{subject}: {message}"));
+            };
+
+            if let Some(first) = seen_providers.get(endpoint.provider.as_str()) {
+                endpoint_problem(
+                    "provider",
+                    format!("the provider already serves this model in endpoints[{first}]"),
+                );
+            } else {
+                seen_providers.insert(&endpoint.provider, number);
+            }
+            if let Some(providers) = providers {
+                if !providers
+                    .iter()
+                    .any(|provider| provider.id == endpoint.provider)
+                {
+                    let configured: Vec<&str> = providers
+                        .iter()
+                        .map(|provider| provider.id.as_str())
+                        .collect();
+                    endpoint_problem(
+                        "provider",
+                        format!(
+                            "provider is not configured (configured: {})",
+                            if configured.is_empty() {
+                                "none".into()
+                            } else {
+                                configured.join(", ")
+                            }
+                        ),
+                    );
+                }
+            }
+            if endpoint.upstream.trim().is_empty() {
+                endpoint_problem(
+                    "upstream",
+                    "upstream must name the provider's model".to_owned(),
+                );
+            }
+            let prices = [
+                ("prompt", Some(&endpoint.prompt)),
+                ("completion", Some(&endpoint.completion)),
+                ("cache_read", endpoint.cache_read.as_ref()),
+                ("cache_write", endpoint.cache_write.as_ref()),
+            ];
+            for (key, text) in prices {
+                if let Some(Err(error)) = text.map(|text| Price::parse(text)) {
+                    endpoint_problem(key, format!("{key}: {error}"));
+                }
+            }
+            if endpoint.max_output == Some(0) {
+                endpoint_problem("max_output", "max_output must be above zero".to_owned());
+            }
+            if endpoint.supports.iter().any(|name| name.trim().is_empty()) {
+                endpoint_problem("supports", "supports lists an empty name".to_owned());
+            }
+        }
+    }
+}
+
+/// `author/slug`: the form callers send and `GET /v1/models/{author}/{slug}/endpoints` parses;
+/// no `:` because `:floor`, `:nitro` and `:free` are suffixes on it.
+fn is_model_id(id: &str) -> bool {
+    let Some((author, slug)) = id.split_once('/') else {
+        return false;
+    };
+    let part_ok = |part: &str| !part.is_empty() && !part.contains(['/', ':']);
+    part_ok(author) && part_ok(slug) && !id.contains(char::is_whitespace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Config {
+        toml::from_str(text).unwrap()
+    }
+
+    fn messages(text: &str) -> Vec<String> {
+        let mut config = parse(text);
+        let mut problems = Vec::new();
+        settings(&mut config, &mut problems);
+        models(&config.models, Some(&config.providers), &mut problems);
+        problems
+            .into_iter()
+            .map(|problem| problem.message)
+            .collect()
+    }
+
+    #[test]
+    fn a_valid_config_has_no_problems() {
+        let text = r#"
+            [[providers]]
+            id = "mock"
+            kind = "mock"
+            [[models]]
+            id = "switchyard/echo"
+            [[models.endpoints]]
+            provider = "mock"
+            upstream = "echo"
+            prompt = "1"
+            completion = "2"
+        "#;
+        assert_eq!(messages(text), Vec::<String>::new());
+    }
+
+    #[test]
+    fn openai_compatible_requires_a_base_url_and_openai_gets_a_default() {
+        let text = r#"
+            [[providers]]
+            id = "openai"
+            kind = "openai"
+            [[providers]]
+            id = "groq"
+            kind = "openai-compatible"
+        "#;
+        assert_eq!(
+            messages(text),
+            [r#"providers[1] (id "groq"): base_url is required for kind "openai-compatible""#]
+        );
+        let mut config = parse(text);
+        settings(&mut config, &mut Vec::new());
+        assert_eq!(
+            config.providers[0].base_url.as_deref(),
+            Some(OPENAI_BASE_URL)
+        );
+    }
+
+    #[test]
+    fn provider_ids_must_be_unique_and_non_empty() {
+        let text = r#"
+            [[providers]]
+            id = "a"
+            kind = "mock"
+            [[providers]]
+            id = "a"
+            kind = "mock"
+            [[providers]]
+            id = ""
+            kind = "mock"
+        "#;
+        let found = messages(text);
+        assert!(
+            found[0].contains("already used by providers[0]"),
+            "{found:?}"
+        );
+        assert!(found[1].contains("must be non-empty"), "{found:?}");
+    }
+
+    #[test]
+    fn models_must_name_configured_providers_and_valid_prices() {
+        let text = r#"
+            [[providers]]
+            id = "mock"
+            kind = "mock"
+            [[models]]
+            id = "a/b"
+            [[models.endpoints]]
+            provider = "groq"
+            upstream = "x"
+            prompt = "1.5"
+            completion = "-2"
+            [[models]]
+            id = "a/b"
+            [[models.endpoints]]
+            provider = "mock"
+            upstream = "echo"
+            prompt = "1"
+            completion = "1"
+        "#;
+        let found = messages(text);
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(
+            found[0].contains(r#"provider "groq"): provider is not configured (configured: mock)"#)
+        );
+        assert!(
+            found[1].contains("completion: invalid price \"-2\""),
+            "{found:?}"
+        );
+        assert!(
+            found[2].contains("id is already used by models[0]"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn server_and_database_values_are_checked_without_printing_urls() {
+        let text = r#"
+            [server]
+            listen = "localhost"
+            [database]
+            url = "mysql://root:hunter2@db/app"
+        "#;
+        let found = messages(text);
+        assert!(found[0].starts_with("server.listen: \"localhost\" is not a socket address"));
+        assert!(
+            found[1].contains("unsupported scheme \"mysql\""),
+            "{found:?}"
+        );
+        assert!(!found[1].contains("hunter2"));
+    }
+
+    #[test]
+    fn model_ids_are_author_slash_slug() {
+        assert!(is_model_id("openai/gpt-4o"));
+        for bad in ["gpt-4o", "a/b/c", "/b", "a/", "a/b:free", "a /b"] {
+            assert!(!is_model_id(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! The canonical wire types every module speaks: OpenAI Chat Completions plus OpenRouter's
+//! extensions. Plain data with serde; no I/O and no provider-specific knowledge.
+
+mod chunk;
+mod request;
+mod response;
+mod usage;
+
+pub use chunk::{ChatChunk, ChunkChoice, ChunkError, Delta};
+pub use request::{
+    ChatRequest, Content, DataCollectionPreference, MaxPrice, Message, ProviderPreferences, Role,
+    SortPreference, StreamOptions,
+};
+pub use response::{ChatResponse, Choice, ResponseMessage};
+pub use usage::{CompletionTokensDetails, MicroUsd, PromptTokensDetails, Usage};
+
+/// `serde(skip_serializing_if)` helper for flags that default to false.
+fn is_false(value: &bool) -> bool {
+    !*value
+}

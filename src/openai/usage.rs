@@ -1,0 +1,138 @@
+//! Token usage and cost as they appear on the wire.
+
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+/// An amount of money in integer micro-USD (1 USD = 1,000,000). On the wire it is a JSON number in
+/// USD written from the integer digits, so no binary float ever touches it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MicroUsd(pub i64);
+
+impl MicroUsd {
+    pub const ZERO: MicroUsd = MicroUsd(0);
+
+    /// Exact decimal text in USD, e.g. `0.000125` or `12.5`.
+    pub fn to_usd_string(self) -> String {
+        let sign = if self.0 < 0 { "-" } else { "" };
+        let micros = self.0.unsigned_abs();
+        let whole = micros / 1_000_000;
+        let fraction = micros % 1_000_000;
+        if fraction == 0 {
+            return format!("{sign}{whole}");
+        }
+        let digits = format!("{fraction:06}");
+        format!("{sign}{whole}.{}", digits.trim_end_matches('0'))
+    }
+}
+
+impl std::ops::Add for MicroUsd {
+    type Output = MicroUsd;
+    fn add(self, other: MicroUsd) -> MicroUsd {
+        MicroUsd(self.0.saturating_add(other.0))
+    }
+}
+
+impl Serialize for MicroUsd {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let raw = serde_json::value::RawValue::from_string(self.to_usd_string())
+            .map_err(serde::ser::Error::custom)?;
+        raw.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for MicroUsd {
+    /// Upstream `cost` fields are informational; the gateway always computes its own.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(deserializer)?;
+        Ok(MicroUsd::ZERO)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    #[serde(default)]
+    pub total_tokens: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_tokens_details: Option<CompletionTokensDetails>,
+    /// Set by the gateway from the catalog price; whatever the upstream sent is discarded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<MicroUsd>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PromptTokensDetails {
+    #[serde(default)]
+    pub cached_tokens: u64,
+    /// Tokens written to the provider's prompt cache (Anthropic's `cache_creation_input_tokens`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_write_tokens: u64,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CompletionTokensDetails {
+    #[serde(default)]
+    pub reasoning_tokens: u64,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
+impl Usage {
+    pub fn cached_tokens(&self) -> u64 {
+        self.prompt_tokens_details.as_ref().map_or(0, |details| details.cached_tokens)
+    }
+
+    pub fn cache_write_tokens(&self) -> u64 {
+        self.prompt_tokens_details.as_ref().map_or(0, |details| details.cache_write_tokens)
+    }
+
+    pub fn reasoning_tokens(&self) -> u64 {
+        self.completion_tokens_details.as_ref().map_or(0, |details| details.reasoning_tokens)
+    }
+
+    /// The contract says usage always carries cached and reasoning tokens; fill the details in.
+    pub fn with_cost(mut self, cost: MicroUsd) -> Self {
+        self.total_tokens = self.prompt_tokens + self.completion_tokens;
+        self.prompt_tokens_details.get_or_insert_with(PromptTokensDetails::default);
+        self.completion_tokens_details.get_or_insert_with(CompletionTokensDetails::default);
+        self.cost = Some(cost);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn micro_usd_prints_exact_decimal_usd() {
+        assert_eq!(MicroUsd(0).to_usd_string(), "0");
+        assert_eq!(MicroUsd(125).to_usd_string(), "0.000125");
+        assert_eq!(MicroUsd(12_500_000).to_usd_string(), "12.5");
+        assert_eq!(MicroUsd(-7).to_usd_string(), "-0.000007");
+    }
+
+    #[test]
+    fn usage_always_carries_cached_and_reasoning_tokens_and_cost() {
+        let usage = Usage { prompt_tokens: 3, completion_tokens: 4, ..Usage::default() }
+            .with_cost(MicroUsd(11));
+        let json = serde_json::to_string(&usage).unwrap();
+        assert_eq!(
+            json,
+            r#"{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7,"prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":0},"cost":0.000011}"#
+        );
+    }
+}

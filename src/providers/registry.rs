@@ -1,0 +1,78 @@
+//! Builds one adapter and one connection pool per configured provider. Adding a provider kind is
+//! one line in `adapter_for`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::mock::Mock;
+use super::openai::OpenAi;
+use super::upstream::Upstream;
+use super::{Provider, ProviderError};
+use crate::config::{DataCollection, ProviderConfig, ProviderKind};
+
+/// A configured provider: its adapter, its pool, and what routing needs to know of it.
+pub struct ProviderEntry {
+    pub id: Arc<str>,
+    pub adapter: Box<dyn Provider>,
+    pub upstream: Upstream,
+    pub data_collection: DataCollection,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("provider {id:?}: {source}")]
+    Adapter { id: String, source: ProviderError },
+    #[error("provider {id:?}: cannot build its HTTP client: {source}")]
+    Client { id: String, source: reqwest::Error },
+    #[error("provider {id:?}: base_url is required for kind {kind:?}")]
+    MissingBaseUrl { id: String, kind: &'static str },
+}
+
+/// Every configured provider by id. Immutable once built; shared through `Arc`.
+#[derive(Default)]
+pub struct Registry {
+    providers: HashMap<Arc<str>, Arc<ProviderEntry>>,
+}
+
+const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+
+fn adapter_for(config: &ProviderConfig) -> Result<Box<dyn Provider>, RegistryError> {
+    let adapter_error = |source| RegistryError::Adapter { id: config.id.clone(), source };
+    let api_key = config.api_key.as_deref();
+    Ok(match config.kind {
+        ProviderKind::Mock => Box::new(Mock),
+        ProviderKind::Openai => {
+            let base_url = config.base_url.as_deref().unwrap_or(OPENAI_BASE_URL);
+            Box::new(OpenAi::new(base_url, api_key).map_err(adapter_error)?)
+        }
+        ProviderKind::OpenaiCompatible => {
+            let base_url = config.base_url.as_deref().ok_or_else(|| {
+                RegistryError::MissingBaseUrl { id: config.id.clone(), kind: "openai-compatible" }
+            })?;
+            Box::new(OpenAi::new(base_url, api_key).map_err(adapter_error)?)
+        }
+    })
+}
+
+impl Registry {
+    pub fn build(configs: &[ProviderConfig]) -> Result<Registry, RegistryError> {
+        let mut providers = HashMap::with_capacity(configs.len());
+        for config in configs {
+            let id: Arc<str> = Arc::from(config.id.as_str());
+            let upstream = Upstream::new(config)
+                .map_err(|source| RegistryError::Client { id: config.id.clone(), source })?;
+            let entry = ProviderEntry {
+                id: id.clone(),
+                adapter: adapter_for(config)?,
+                upstream,
+                data_collection: config.data_collection,
+            };
+            providers.insert(id, Arc::new(entry));
+        }
+        Ok(Registry { providers })
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Arc<ProviderEntry>> {
+        self.providers.get(id)
+    }
+}

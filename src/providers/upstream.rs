@@ -1,0 +1,171 @@
+//! The only HTTP sender: one pooled client per provider, every timeout, status → error, and the
+//! SSE event stream with its idle timeout. Knows nothing of any provider's JSON.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::{Instant, timeout_at};
+
+use super::sse::{SseEvent, SseParser};
+use super::{Provider, UpstreamError, UpstreamErrorKind, UpstreamRequest};
+use crate::config::ProviderConfig;
+
+/// How long each phase of an attempt may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Request sent → response head and, for streams, the first event.
+    pub first_token: Duration,
+    /// The longest gap between two stream events.
+    pub idle: Duration,
+    /// The whole attempt.
+    pub request: Duration,
+}
+
+/// A provider's connection pool and timeouts.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    client: reqwest::Client,
+    timeouts: Timeouts,
+}
+
+impl Upstream {
+    pub fn new(config: &ProviderConfig) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .connect_timeout(config.connect_timeout.0)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .build()?;
+        let timeouts = Timeouts {
+            first_token: config.first_token_timeout.0,
+            idle: config.idle_timeout.0,
+            request: config.request_timeout.0,
+        };
+        Ok(Self { client, timeouts })
+    }
+
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
+    /// Sends the request and waits for the response head. A non-success status is turned into
+    /// the provider's classified error here, so callers only ever see successful responses.
+    pub async fn send(
+        &self,
+        request: UpstreamRequest,
+        provider: &dyn Provider,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let started = Instant::now();
+        let deadline = started + self.timeouts.request;
+        let first_token_deadline = deadline.min(started + self.timeouts.first_token);
+        let (status, body) = match request {
+            UpstreamRequest::Local { status, body, .. } => (status, Body::Local(Some(body))),
+            UpstreamRequest::Http { url, headers, body, .. } => {
+                let mut builder = self.client.post(url).body(body);
+                for (name, value) in headers {
+                    builder = builder.header(name, value);
+                }
+                let response = timeout_at(first_token_deadline, builder.send())
+                    .await
+                    .map_err(|_| timed_out("waiting for the upstream's response"))?
+                    .map_err(|error| transport_error(&error))?;
+                (response.status(), Body::Http(response))
+            }
+        };
+        let upstream = UpstreamResponse {
+            body,
+            parser: SseParser::default(),
+            deadline,
+            first_token_deadline,
+            idle: self.timeouts.idle,
+            seen_event: false,
+        };
+        if !status.is_success() {
+            let retry_after = upstream.retry_after();
+            let body = upstream.bytes().await.unwrap_or_default();
+            return Err(provider.parse_error(status, &body).with_retry_after(retry_after));
+        }
+        Ok(upstream)
+    }
+}
+
+#[derive(Debug)]
+enum Body {
+    Http(reqwest::Response),
+    Local(Option<Bytes>),
+}
+
+/// A successful upstream response whose body has not been read yet.
+#[derive(Debug)]
+pub struct UpstreamResponse {
+    body: Body,
+    parser: SseParser,
+    deadline: Instant,
+    first_token_deadline: Instant,
+    idle: Duration,
+    seen_event: bool,
+}
+
+impl UpstreamResponse {
+    fn retry_after(&self) -> Option<Duration> {
+        let Body::Http(response) = &self.body else { return None };
+        let value = response.headers().get(http::header::RETRY_AFTER)?.to_str().ok()?;
+        value.trim().parse::<u64>().ok().map(Duration::from_secs)
+    }
+
+    /// The whole body, within the attempt's deadline.
+    pub async fn bytes(self) -> Result<Bytes, UpstreamError> {
+        match self.body {
+            Body::Local(body) => Ok(body.unwrap_or_default()),
+            Body::Http(response) => timeout_at(self.deadline, response.bytes())
+                .await
+                .map_err(|_| timed_out("reading the upstream's response"))?
+                .map_err(|error| transport_error(&error)),
+        }
+    }
+
+    /// The next SSE event, or `None` at the end of the body. The first event must arrive before
+    /// the first-token deadline, each later one within the idle timeout, all before the deadline.
+    pub async fn next_event(&mut self) -> Option<Result<SseEvent, UpstreamError>> {
+        loop {
+            if let Some(event) = self.parser.next_event() {
+                self.seen_event = true;
+                return Some(Ok(event));
+            }
+            let chunk = match &mut self.body {
+                Body::Local(body) => body.take(),
+                Body::Http(response) => {
+                    let wait_until = if self.seen_event {
+                        self.deadline.min(Instant::now() + self.idle)
+                    } else {
+                        self.first_token_deadline
+                    };
+                    match timeout_at(wait_until, response.chunk()).await {
+                        Err(_) => return Some(Err(timed_out("waiting for the next stream event"))),
+                        Ok(Err(error)) => return Some(Err(transport_error(&error))),
+                        Ok(Ok(chunk)) => chunk,
+                    }
+                }
+            };
+            match chunk {
+                Some(chunk) => self.parser.push(&chunk),
+                None => return self.parser.finish().map(Ok),
+            }
+        }
+    }
+}
+
+fn timed_out(phase: &str) -> UpstreamError {
+    UpstreamError::new(UpstreamErrorKind::Timeout, format!("upstream timed out {phase}"))
+}
+
+/// reqwest errors can contain the URL; the message is rebuilt so nothing of it leaks.
+fn transport_error(error: &reqwest::Error) -> UpstreamError {
+    if error.is_timeout() {
+        return timed_out("connecting");
+    }
+    if error.is_connect() {
+        return UpstreamError::new(UpstreamErrorKind::Connect, "cannot connect to the upstream");
+    }
+    UpstreamError::new(UpstreamErrorKind::Connect, "the upstream connection failed")
+}

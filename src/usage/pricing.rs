@@ -1,0 +1,150 @@
+//! Exact pricing: decimal prices from the catalog, integer micro-USD costs, one rounding.
+
+use std::fmt;
+
+use crate::openai::{MicroUsd, Usage};
+
+/// A price in micro-USD per million tokens, parsed exactly from the catalog's decimal USD string
+/// (so `"0.0375"` USD/M is 37,500). Prices finer than one micro-USD per million are rejected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Price(i64);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid price {0:?}: expected a non-negative decimal string of USD per million tokens with at most 6 decimals, e.g. \"0.15\"")]
+pub struct InvalidPrice(pub String);
+
+impl Price {
+    pub const FREE: Price = Price(0);
+
+    pub fn parse(text: &str) -> Result<Price, InvalidPrice> {
+        let invalid = || InvalidPrice(text.to_owned());
+        let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+        let all_digits = |part: &str| part.bytes().all(|byte| byte.is_ascii_digit());
+        if whole.is_empty() || fraction.len() > 6 || !all_digits(whole) || !all_digits(fraction) {
+            return Err(invalid());
+        }
+        let whole: i64 = whole.parse().map_err(|_| invalid())?;
+        let fraction: i64 = if fraction.is_empty() {
+            0
+        } else {
+            format!("{fraction:0<6}").parse().map_err(|_| invalid())?
+        };
+        whole
+            .checked_mul(1_000_000)
+            .and_then(|micros| micros.checked_add(fraction))
+            .map(Price)
+            .ok_or_else(invalid)
+    }
+
+    pub fn micro_usd_per_million(self) -> i64 {
+        self.0
+    }
+
+    pub fn is_free(self) -> bool {
+        self.0 == 0
+    }
+
+    /// USD per single token as exact decimal text, the unit OpenRouter's `pricing` fields use.
+    pub fn usd_per_token(self) -> String {
+        // micro-USD per million tokens = 10^-12 USD per token: shift the decimal point 12 places.
+        let digits = format!("{:013}", self.0);
+        let (whole, fraction) = digits.split_at(digits.len() - 12);
+        let fraction = fraction.trim_end_matches('0');
+        if fraction.is_empty() { whole.to_owned() } else { format!("{whole}.{fraction}") }
+    }
+}
+
+impl fmt::Display for Price {
+    /// USD per million tokens, as written in the catalog.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&MicroUsd(self.0).to_usd_string())
+    }
+}
+
+/// What one endpoint charges for each kind of token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pricing {
+    pub prompt: Price,
+    pub completion: Price,
+    /// Cached prompt tokens; the prompt price when the catalog gives none.
+    pub cache_read: Price,
+    /// Tokens written to the prompt cache; the prompt price when the catalog gives none.
+    pub cache_write: Price,
+}
+
+impl Pricing {
+    pub fn is_free(&self) -> bool {
+        self.prompt.is_free() && self.completion.is_free()
+    }
+
+    /// The cost of one request. `prompt_tokens` includes cached and cache-write tokens (OpenAI's
+    /// convention) and reasoning tokens are part of `completion_tokens`, billed at the completion
+    /// price. All terms are summed exactly, then rounded once, half up, to whole micro-USD.
+    pub fn cost(&self, usage: &Usage) -> MicroUsd {
+        let cached = usage.cached_tokens().min(usage.prompt_tokens);
+        let cache_write = usage.cache_write_tokens().min(usage.prompt_tokens - cached);
+        let uncached = usage.prompt_tokens - cached - cache_write;
+        let term = |tokens: u64, price: Price| i128::from(tokens) * i128::from(price.0);
+        let total = term(uncached, self.prompt)
+            + term(cached, self.cache_read)
+            + term(cache_write, self.cache_write)
+            + term(usage.completion_tokens, self.completion);
+        let micros = (total + 500_000) / 1_000_000;
+        MicroUsd(i64::try_from(micros).unwrap_or(i64::MAX))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::openai::PromptTokensDetails;
+
+    fn price(text: &str) -> Price {
+        Price::parse(text).unwrap()
+    }
+
+    #[test]
+    fn prices_parse_exactly_from_decimal_strings() {
+        assert_eq!(price("3").micro_usd_per_million(), 3_000_000);
+        assert_eq!(price("0.0375").micro_usd_per_million(), 37_500);
+        assert_eq!(price("0.000001").micro_usd_per_million(), 1);
+        for bad in ["", "-1", "1e3", "0.0000001", "abc", "1.2.3", ".5"] {
+            assert!(Price::parse(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn per_token_prices_are_exact_decimal_text() {
+        assert_eq!(price("3").usd_per_token(), "0.000003");
+        assert_eq!(price("0.0375").usd_per_token(), "0.0000000375");
+        assert_eq!(price("0").usd_per_token(), "0");
+    }
+
+    #[test]
+    fn cost_sums_every_token_kind_and_rounds_once_half_up() {
+        let pricing = Pricing {
+            prompt: price("3"),
+            completion: price("15"),
+            cache_read: price("0.3"),
+            cache_write: price("3.75"),
+        };
+        let usage = Usage {
+            prompt_tokens: 1_000,
+            completion_tokens: 100,
+            prompt_tokens_details: Some(PromptTokensDetails {
+                cached_tokens: 600,
+                cache_write_tokens: 200,
+                ..Default::default()
+            }),
+            ..Usage::default()
+        };
+        // 200*3 + 600*0.3 + 200*3.75 + 100*15 = 600 + 180 + 750 + 1500 = 3030 micro-USD.
+        assert_eq!(pricing.cost(&usage), MicroUsd(3_030));
+
+        let half = Usage { prompt_tokens: 1, ..Usage::default() };
+        let half_micro = Pricing { prompt: price("0.5"), ..Pricing::default() };
+        assert_eq!(half_micro.cost(&half), MicroUsd(1), "0.5 micro-USD rounds up");
+        let below = Pricing { prompt: price("0.499999"), ..Pricing::default() };
+        assert_eq!(below.cost(&half), MicroUsd(0));
+    }
+}

@@ -1,0 +1,249 @@
+//! The record of one request as it runs, and the guard that settles it exactly once: when the
+//! request finishes, fails, or is dropped half-way (a client that hung up is billed for what it
+//! got).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::pricing::Pricing;
+use super::writer::GenerationSink;
+use crate::openai::{ChatChunk, ChatRequest, MicroUsd, Usage};
+use crate::store::GenerationRow;
+
+/// The app a request came from (OpenRouter's `HTTP-Referer` and `X-Title` headers).
+#[derive(Debug, Clone, Default)]
+pub struct AppInfo {
+    pub referer: Option<String>,
+    pub title: Option<String>,
+}
+
+/// One try of one endpoint, kept on the generation and returned by `GET /generation`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Attempt {
+    pub provider: Arc<str>,
+    pub model: Arc<str>,
+    /// The upstream's HTTP status, when it sent one.
+    pub status: Option<u16>,
+    pub latency_ms: u64,
+    pub error: Option<String>,
+}
+
+/// The endpoint that answered, with the prices it is billed at.
+#[derive(Debug, Clone)]
+pub struct Served {
+    pub model: Arc<str>,
+    pub provider: Arc<str>,
+    pub upstream_model: String,
+    pub pricing: Pricing,
+}
+
+/// How a settled request ended.
+#[derive(Debug, Default)]
+pub struct Outcome<'a> {
+    /// The HTTP status the caller saw, or the error's status for a stream that failed mid-way.
+    pub status: u16,
+    /// What to bill; nothing when no endpoint produced tokens.
+    pub usage: Option<&'a Usage>,
+    pub finish_reason: Option<&'a str>,
+    pub error: Option<&'a str>,
+}
+
+impl<'a> Outcome<'a> {
+    pub fn completed(usage: &'a Usage, finish_reason: Option<&'a str>) -> Self {
+        Self { status: 200, usage: Some(usage), finish_reason, error: None }
+    }
+
+    pub fn failed(status: u16, error: &'a str) -> Self {
+        Self { status, usage: None, finish_reason: None, error: Some(error) }
+    }
+}
+
+/// Settles one request's generation row exactly once; on drop without settling (client gone),
+/// the tokens seen so far are billed and the row is marked `cancelled`.
+pub struct Recorder {
+    id: Arc<str>,
+    key_hash: Arc<str>,
+    requested_model: String,
+    app: AppInfo,
+    created_at: DateTime<Utc>,
+    started: Instant,
+    streamed: bool,
+    estimated_prompt_tokens: u64,
+    attempts: Vec<Attempt>,
+    served: Option<Served>,
+    first_token_at: Option<Instant>,
+    /// Content deltas seen so far: the completion-token count of a stream cut short.
+    streamed_deltas: u64,
+    /// Usage the upstream reported before the stream was cut, which beats the estimate.
+    reported_usage: Option<Usage>,
+    sink: Option<GenerationSink>,
+}
+
+impl Recorder {
+    pub fn start(
+        id: Arc<str>,
+        key_hash: Arc<str>,
+        request: &ChatRequest,
+        app: AppInfo,
+        sink: GenerationSink,
+    ) -> Self {
+        Self {
+            id,
+            key_hash,
+            requested_model: request.model_candidates().first().copied().unwrap_or_default().to_owned(),
+            app,
+            created_at: Utc::now(),
+            started: Instant::now(),
+            streamed: request.stream,
+            estimated_prompt_tokens: estimate_prompt_tokens(request),
+            attempts: Vec::new(),
+            served: None,
+            first_token_at: None,
+            streamed_deltas: 0,
+            reported_usage: None,
+            sink: Some(sink),
+        }
+    }
+
+    pub fn id(&self) -> &Arc<str> {
+        &self.id
+    }
+
+    pub fn attempts(&self) -> &[Attempt] {
+        &self.attempts
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub fn attempted(&mut self, attempt: Attempt) {
+        self.attempts.push(attempt);
+    }
+
+    pub fn served_by(&mut self, served: Served) {
+        self.served = Some(served);
+    }
+
+    pub fn served(&self) -> Option<&Served> {
+        self.served.as_ref()
+    }
+
+    /// Counts a chunk that reaches the client, for time-to-first-token and cut-short billing.
+    pub fn observe(&mut self, chunk: &ChatChunk) {
+        let deltas = chunk
+            .choices
+            .iter()
+            .filter(|choice| {
+                let delta = &choice.delta;
+                delta.content.as_deref().is_some_and(|text| !text.is_empty())
+                    || delta.reasoning.as_deref().is_some_and(|text| !text.is_empty())
+                    || delta.tool_calls.is_some()
+            })
+            .count() as u64;
+        if deltas > 0 && self.first_token_at.is_none() {
+            self.first_token_at = Some(Instant::now());
+        }
+        self.streamed_deltas += deltas;
+    }
+
+    pub fn reported(&mut self, usage: Usage) {
+        self.reported_usage = Some(usage);
+    }
+
+    /// The usage to bill a stream by: what the upstream reported, else a local estimate.
+    pub fn stream_usage(&self) -> Usage {
+        self.reported_usage.clone().unwrap_or_else(|| self.estimated_usage())
+    }
+
+    /// Usage for a stream that ended without the upstream reporting it: estimated locally.
+    fn estimated_usage(&self) -> Usage {
+        Usage {
+            prompt_tokens: self.estimated_prompt_tokens,
+            completion_tokens: self.streamed_deltas,
+            ..Usage::default()
+        }
+    }
+
+    /// What this usage costs at the serving endpoint's prices; nothing if nothing served.
+    pub fn price(&self, usage: &Usage) -> MicroUsd {
+        self.served.as_ref().map_or(MicroUsd::ZERO, |served| served.pricing.cost(usage))
+    }
+
+    pub fn settle(mut self, outcome: Outcome<'_>) {
+        self.write(outcome, false);
+    }
+
+    fn write(&mut self, outcome: Outcome<'_>, cancelled: bool) {
+        let Some(sink) = self.sink.take() else { return };
+        let Outcome { status, usage, finish_reason, error } = outcome;
+        let usage = usage.cloned().unwrap_or_default();
+        // 499: the client closed the request (nginx's convention, which dashboards know).
+        let status = if cancelled { 499 } else { status };
+        let cost = self.price(&usage);
+        let served = self.served.as_ref();
+        let count = |tokens: u64| i64::try_from(tokens).unwrap_or(i64::MAX);
+        let millis = |duration: Duration| i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+        let row = GenerationRow {
+            id: self.id.to_string(),
+            key_hash: self.key_hash.to_string(),
+            model: served.map_or_else(|| self.requested_model.clone(), |s| s.model.to_string()),
+            provider: served.map(|s| s.provider.to_string()),
+            upstream_model: served.map(|s| s.upstream_model.clone()),
+            app_referer: self.app.referer.take(),
+            app_title: self.app.title.take(),
+            created_at: self.created_at,
+            latency_ms: millis(self.started.elapsed()),
+            ttft_ms: self.first_token_at.map(|at| millis(at - self.started)),
+            prompt_tokens: count(usage.prompt_tokens),
+            completion_tokens: count(usage.completion_tokens),
+            cached_tokens: count(usage.cached_tokens()),
+            cache_write_tokens: count(usage.cache_write_tokens()),
+            reasoning_tokens: count(usage.reasoning_tokens()),
+            cost: cost.0,
+            status: i32::from(status),
+            finish_reason: finish_reason.map(str::to_owned),
+            streamed: self.streamed,
+            cancelled,
+            attempts: serde_json::to_string(&self.attempts).unwrap_or_else(|_| "[]".to_owned()),
+            error: error.map(str::to_owned),
+        };
+        sink.record(row);
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if self.sink.is_some() {
+            let usage = self.reported_usage.take().unwrap_or_else(|| self.estimated_usage());
+            self.write(Outcome::completed(&usage, None), true);
+        }
+    }
+}
+
+/// A cheap, deterministic prompt size estimate (about four characters a token) for requests
+/// whose upstream never reported usage.
+fn estimate_prompt_tokens(request: &ChatRequest) -> u64 {
+    let characters: usize = request
+        .messages
+        .iter()
+        .filter_map(|message| message.content.as_ref())
+        .map(|content| content.text().len())
+        .sum();
+    (characters as u64).div_ceil(4).max(1)
+}
+
+/// A fresh `gen-…` id: 24 random base62 characters.
+pub fn new_generation_id() -> Arc<str> {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut rng = rand::rng();
+    let mut id = String::with_capacity(28);
+    id.push_str("gen-");
+    id.extend((0..24).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])));
+    Arc::from(id)
+}

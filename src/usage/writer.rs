@@ -1,0 +1,298 @@
+//! The batched generation writer: takes rows from requests without blocking them and persists them
+//! in batches behind them. It must never block a caller, and never lose a row without logging it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::sync::mpsc::error::{SendError, TrySendError};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::store::{GenerationRow, Store};
+
+/// Rows held in memory before producers spill into parked tasks: a few seconds of peak traffic,
+/// enough to ride out a slow commit without any request noticing.
+const QUEUE_CAPACITY: usize = 8192;
+/// A batch that still fails after this many tries (about three seconds of backoff) is logged as
+/// lost rather than retried forever, which would stall every batch behind it.
+const WRITE_ATTEMPTS: u32 = 5;
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
+
+/// Starts the writer task. Rows recorded through the sink are inserted in batches of up to
+/// `batch_size`, or `flush_interval` after the first row of a batch arrived, whichever is first.
+/// Must be called inside a Tokio runtime.
+pub fn spawn_writer(
+    store: Store,
+    batch_size: usize,
+    flush_interval: Duration,
+) -> (GenerationSink, WriterHandle) {
+    let (queue, inbox) = mpsc::channel(QUEUE_CAPACITY);
+    let (stop, stop_signal) = oneshot::channel();
+    let parked = Arc::new(Parked::default());
+    let writer = Writer {
+        store,
+        inbox,
+        batch_size: batch_size.max(1),
+        flush_interval,
+        received: Vec::new(),
+        rows: Vec::new(),
+        acks: Vec::new(),
+        deadline: None,
+    };
+    let task = tokio::spawn(writer.run(stop_signal));
+    let sink = GenerationSink {
+        queue,
+        parked: Arc::clone(&parked),
+        runtime: Handle::current(),
+    };
+    (sink, WriterHandle { stop, task, parked })
+}
+
+/// Where requests hand their [`GenerationRow`] to the writer. Cheap to clone.
+#[derive(Clone)]
+pub struct GenerationSink {
+    queue: mpsc::Sender<Message>,
+    parked: Arc<Parked>,
+    /// Lets [`GenerationSink::record`] park a row from any thread, e.g. a guard's `Drop`.
+    runtime: Handle,
+}
+
+/// Stops the writer; see [`WriterHandle::shutdown`]. Dropping it instead leaves the writer running
+/// until every sink is gone.
+pub struct WriterHandle {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+    parked: Arc<Parked>,
+}
+
+#[expect(
+    clippy::large_enum_variant,
+    reason = "nearly every message is a row; boxing it would cost an allocation per request"
+)]
+enum Message {
+    Row(GenerationRow),
+    /// Answered once every message queued before it has been written.
+    Flush(oneshot::Sender<()>),
+}
+
+/// Counts rows waiting outside the queue because it was full, so that a flush or a shutdown can
+/// wait for them to get in first.
+#[derive(Default)]
+struct Parked {
+    count: AtomicUsize,
+    emptied: Notify,
+}
+
+impl std::fmt::Debug for GenerationSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GenerationSink")
+            .field(
+                "queued",
+                &(self.queue.max_capacity() - self.queue.capacity()),
+            )
+            .field("parked", &self.parked.count.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for WriterHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriterHandle")
+            .field("finished", &self.task.is_finished())
+            .finish()
+    }
+}
+
+impl GenerationSink {
+    /// Queues a row for writing. Never blocks: when the queue is full the row waits in a task of
+    /// its own, which is the backpressure, instead of being dropped.
+    pub fn record(&self, row: GenerationRow) {
+        match self.queue.try_send(Message::Row(row)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(message)) => {
+                self.parked.enter();
+                let queue = self.queue.clone();
+                let parked = Arc::clone(&self.parked);
+                self.runtime.spawn(async move {
+                    if let Err(SendError(message)) = queue.send(message).await {
+                        lost(message);
+                    }
+                    parked.leave();
+                });
+            }
+            Err(TrySendError::Closed(message)) => lost(message),
+        }
+    }
+
+    /// Resolves once every row recorded before the call is in the database (or logged as lost).
+    /// Returns at once if the writer has stopped.
+    pub async fn flush(&self) {
+        self.parked.emptied().await;
+        let (done, written) = oneshot::channel();
+        if self.queue.send(Message::Flush(done)).await.is_ok() {
+            // An error means the writer is gone, and then there is nothing left to wait for.
+            let _ = written.await;
+        }
+    }
+}
+
+impl WriterHandle {
+    /// Closes the queue, writes every row already recorded, and returns once they are persisted.
+    /// Rows recorded after this starts are logged as lost, so stop serving requests first.
+    pub async fn shutdown(self) {
+        // Parked rows need the writer still draining to get into the queue before it closes.
+        self.parked.emptied().await;
+        // An error means the writer already ended, which the join below reports.
+        let _ = self.stop.send(());
+        if let Err(error) = self.task.await {
+            tracing::error!(%error, "the generation writer crashed; queued generations are lost");
+        }
+    }
+}
+
+impl Parked {
+    fn enter(&self) {
+        self.count.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn leave(&self) {
+        if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.emptied.notify_waiters();
+        }
+    }
+
+    async fn emptied(&self) {
+        loop {
+            // Registered before the check, so a `leave` between the two still wakes us.
+            let emptied = self.emptied.notified();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            emptied.await;
+        }
+    }
+}
+
+struct Writer {
+    store: Store,
+    inbox: mpsc::Receiver<Message>,
+    batch_size: usize,
+    flush_interval: Duration,
+    /// Reused between receives so a steady stream of batches does not allocate.
+    received: Vec<Message>,
+    rows: Vec<GenerationRow>,
+    acks: Vec<oneshot::Sender<()>>,
+    /// When the current batch is written even if not full; `None` while it is empty.
+    deadline: Option<Instant>,
+}
+
+impl Writer {
+    async fn run(mut self, mut stop: oneshot::Receiver<()>) {
+        let mut handle_dropped = false;
+        loop {
+            let room = self.batch_size.saturating_sub(self.rows.len()).max(1);
+            let deadline = self.deadline;
+            tokio::select! {
+                signal = &mut stop, if !handle_dropped => {
+                    if signal.is_ok() {
+                        break;
+                    }
+                    handle_dropped = true;
+                }
+                received = self.inbox.recv_many(&mut self.received, room) => {
+                    if received == 0 {
+                        // Every sink is gone and the queue is empty.
+                        break;
+                    }
+                    self.sort_received();
+                    if self.rows.len() >= self.batch_size || !self.acks.is_empty() {
+                        self.write().await;
+                    }
+                }
+                () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)),
+                    if deadline.is_some() => self.write().await,
+            }
+        }
+        self.drain().await;
+    }
+
+    /// Refuses new rows, then writes everything that was queued before.
+    async fn drain(mut self) {
+        self.inbox.close();
+        while self
+            .inbox
+            .recv_many(&mut self.received, self.batch_size)
+            .await
+            > 0
+        {
+            self.sort_received();
+            if self.rows.len() >= self.batch_size {
+                self.write().await;
+            }
+        }
+        self.write().await;
+    }
+
+    fn sort_received(&mut self) {
+        for message in self.received.drain(..) {
+            match message {
+                Message::Row(row) => self.rows.push(row),
+                Message::Flush(ack) => self.acks.push(ack),
+            }
+        }
+        if !self.rows.is_empty() && self.deadline.is_none() {
+            self.deadline = Some(Instant::now() + self.flush_interval);
+        }
+    }
+
+    async fn write(&mut self) {
+        if !self.rows.is_empty() {
+            persist(&self.store, &self.rows).await;
+            self.rows.clear();
+        }
+        self.deadline = None;
+        for ack in self.acks.drain(..) {
+            // The flusher may have given up waiting; nothing to do then.
+            let _ = ack.send(());
+        }
+    }
+}
+
+/// Inserts with retries: the insert is one transaction that skips existing ids, so a retry after
+/// an ambiguous failure cannot write a row twice.
+async fn persist(store: &Store, rows: &[GenerationRow]) {
+    let mut delay = FIRST_RETRY_DELAY;
+    for attempt in 1..=WRITE_ATTEMPTS {
+        let Err(error) = store.insert_generations(rows).await else {
+            return;
+        };
+        if attempt == WRITE_ATTEMPTS {
+            let ids: Vec<&str> = rows.iter().map(|row| row.id.as_str()).collect();
+            tracing::error!(
+                %error,
+                attempts = WRITE_ATTEMPTS,
+                lost = rows.len(),
+                ids = %ids.join(","),
+                "could not write generations; giving up on this batch"
+            );
+            return;
+        }
+        tracing::error!(%error, attempt, rows = rows.len(), "could not write generations; retrying");
+        tokio::time::sleep(delay).await;
+        delay *= 2;
+    }
+}
+
+fn lost(message: Message) {
+    if let Message::Row(row) = message {
+        tracing::error!(
+            id = %row.id,
+            key_hash = %row.key_hash,
+            cost_micro_usd = row.cost,
+            "the generation writer has stopped; this generation was not recorded"
+        );
+    }
+}

@@ -1,0 +1,188 @@
+//! `spawn_app()`: the gateway on a random port over a fresh database, with a key ready to use,
+//! and the macro that runs a test against both SQLite and Postgres.
+
+use serde_json::Value;
+use switchyard::app::App;
+use switchyard::config::{ConfigSource, LoadedConfig};
+use switchyard::state::AppState;
+use switchyard::store::GenerationRow;
+use tokio::sync::oneshot;
+
+use crate::db::{Backend, fresh_database_url};
+use crate::upstream::MockUpstream;
+
+/// Runs each named `async fn name(backend: Backend)` once per database backend, as
+/// `name::sqlite` and `name::postgres`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::db::Backend::Sqlite).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name($crate::db::Backend::Postgres).await;
+            }
+        }
+    )*};
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    /// A valid key for the `Authorization` header.
+    pub key: String,
+    pub key_hash: String,
+    pub state: AppState,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Extra config: lines for `[server]` and whole tables appended after the defaults.
+#[derive(Default)]
+pub struct Extra<'a> {
+    pub server: &'a str,
+    pub tables: String,
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, Extra::default()).await
+}
+
+pub async fn spawn_app_with(backend: Backend, extra: Extra<'_>) -> TestApp {
+    let database = fresh_database_url(backend).await;
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+{server}
+
+[database]
+url = "{database}"
+flush_interval = "20ms"
+
+[[providers]]
+id = "mock"
+kind = "mock"
+
+[[models]]
+id = "switchyard/echo"
+context_length = 128000
+  [[models.endpoints]]
+  provider = "mock"
+  upstream = "echo"
+  prompt = "1"
+  completion = "2"
+  max_output = 16384
+
+{tables}
+"#,
+        server = extra.server,
+        tables = extra.tables,
+    );
+    let config = switchyard::config::from_text(&text, "test config", &|_| None).expect("test config is valid");
+    let loaded = LoadedConfig { config, source: ConfigSource::EmbeddedDefault };
+    let app = App::build(loaded).await.expect("the app builds");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state().clone();
+    let created = state.keys.create("test", None, None, None).await.expect("a key is created");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        base,
+        client: reqwest::Client::new(),
+        key: created.key,
+        key_hash: created.row.hash,
+        state,
+        stop: Some(stop),
+        server: Some(server),
+    }
+}
+
+/// Config tables for an `openai-compatible` provider at `upstream` serving `model`, with short
+/// timeouts so failure tests finish quickly.
+pub fn upstream_tables(upstream: &MockUpstream, provider: &str, model: &str) -> String {
+    format!(
+        r#"
+[[providers]]
+id = "{provider}"
+kind = "openai-compatible"
+base_url = "{base_url}"
+api_key = "sk-upstream-secret-{provider}"
+first_token_timeout = "2s"
+idle_timeout = "2s"
+request_timeout = "5s"
+
+[[models]]
+id = "{model}"
+context_length = 8192
+  [[models.endpoints]]
+  provider = "{provider}"
+  upstream = "{provider}-upstream-name"
+  prompt = "3"
+  completion = "15"
+  cache_read = "0.3"
+  max_output = 4096
+"#,
+        base_url = upstream.base_url,
+    )
+}
+
+impl TestApp {
+    pub async fn post_chat(&self, body: &Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}/v1/chat/completions", self.base))
+            .bearer_auth(&self.key)
+            .json(body)
+            .send()
+            .await
+            .expect("the gateway answers")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .expect("the gateway answers")
+    }
+
+    /// Waits until every usage row recorded so far is in the database.
+    pub async fn flush(&self) {
+        self.state.generations.flush().await;
+    }
+
+    pub async fn generation_row(&self, id: &str) -> GenerationRow {
+        self.flush().await;
+        self.state.store.generation(id, &self.key_hash).await.unwrap().expect("the generation is recorded")
+    }
+
+    /// Stops the server the way SIGTERM does, and waits until it has drained.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// Reads an SSE body into its `data:` payloads (parsed JSON, or the literal `[DONE]`).
+pub async fn sse_events(response: reqwest::Response) -> Vec<Value> {
+    parse_sse(&response.text().await.unwrap())
+}
+
+pub fn parse_sse(text: &str) -> Vec<Value> {
+    text.split("\n\n")
+        .filter_map(|event| event.strip_prefix("data: "))
+        .map(|data| {
+            if data == "[DONE]" { Value::String("[DONE]".into()) } else { serde_json::from_str(data).unwrap() }
+        })
+        .collect()
+}

@@ -1,0 +1,205 @@
+"""One real `switchyard serve` process for the whole session, driven the way users drive it.
+
+The gateway is the built binary named by $SWITCHYARD_BIN (scripts/test builds it and sets it), on a
+config written here: the built-in mock provider, SQLite in a temporary directory, a free port.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from openai import OpenAI
+
+REPO = Path(__file__).resolve().parents[2]
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+# A free port can be taken by someone else between our probe and the server's bind; a few tries
+# make that race harmless without fixed ports.
+START_ATTEMPTS = 3
+LOG_TAIL_LINES = 80
+
+# The server's log, shown after a failing run: CI keeps no temporary files to look at later.
+_server_logs: list[Path] = []
+
+
+@dataclasses.dataclass(frozen=True)
+class Gateway:
+    port: int
+    key: str
+    log: Path
+
+    @property
+    def root(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.root}/v1"
+
+
+def _binary() -> Path:
+    named = os.environ.get("SWITCHYARD_BIN")
+    if named:
+        path = Path(named)
+    else:
+        # Convenience for running pytest by hand after `cargo build`; scripts/test always sets it.
+        target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+        path = target / "debug" / "switchyard"
+    if not path.is_file() or not os.access(path, os.X_OK):
+        pytest.exit(
+            f"switchyard binary not found at {path}: build it (cargo build --bin switchyard) "
+            "and set SWITCHYARD_BIN",
+            returncode=2,
+        )
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _write_config(directory: Path, port: int) -> Path:
+    config = directory / "switchyard.toml"
+    db = directory / "switchyard.db"
+    # A short keep-alive so a stream that stalls shows up within the tests' timeouts.
+    config.write_text(
+        f"""
+[server]
+listen = "127.0.0.1:{port}"
+sse_keepalive = "1s"
+
+[database]
+url = "sqlite://{db}"
+
+[[providers]]
+id = "mock"
+kind = "mock"
+
+[[models]]
+id = "switchyard/echo"
+  [[models.endpoints]]
+  provider = "mock"
+  upstream = "echo"
+  prompt = "1"
+  completion = "2"
+  max_output = 16384
+"""
+    )
+    return config
+
+
+def _run(binary: Path, *args: str) -> str:
+    done = subprocess.run(
+        [str(binary), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    if done.returncode != 0:
+        pytest.exit(
+            f"`switchyard {' '.join(args)}` failed ({done.returncode}):\n{done.stderr}",
+            returncode=3,
+        )
+    return done.stdout
+
+
+def _ready(gateway: Gateway) -> bool:
+    try:
+        with urllib.request.urlopen(f"{gateway.root}/health/ready", timeout=1) as response:
+            return response.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        pytest.fail(f"switchyard did not stop within {STOP_TIMEOUT_S}s of SIGTERM")
+
+
+def _start(binary: Path, directory: Path, config: Path, port: int, key: str):
+    log = directory / f"serve-{port}.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [str(binary), "serve", "--config", str(config)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    gateway = Gateway(port=port, key=key, log=log)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return None, gateway
+        if _ready(gateway):
+            return process, gateway
+        time.sleep(0.05)
+    _stop(process)
+    pytest.exit(
+        f"switchyard was not ready within {READY_TIMEOUT_S}s; its log:\n{log.read_text()}",
+        returncode=3,
+    )
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    binary = _binary()
+    directory = tmp_path_factory.mktemp("switchyard")
+    config = _write_config(directory, _free_port())
+    _run(binary, "migrate", "--config", str(config))
+    key = _run(binary, "keys", "create", "--name", "e2e", "--config", str(config)).strip()
+    assert key.startswith("sk-sy-") and "\n" not in key, f"unexpected key output: {key!r}"
+    for _ in range(START_ATTEMPTS):
+        port = _free_port()
+        config = _write_config(directory, port)
+        process, gateway = _start(binary, directory, config, port, key)
+        if process is not None:
+            break
+    else:
+        pytest.exit(
+            f"switchyard exited before it was ready, {START_ATTEMPTS} times; its log:\n"
+            f"{gateway.log.read_text()}",
+            returncode=3,
+        )
+    _server_logs.append(gateway.log)
+    try:
+        yield gateway
+    finally:
+        _stop(process)
+
+
+@pytest.fixture
+def client(gateway: Gateway):
+    # No retries: a retried request would hide the status the gateway really answered.
+    with OpenAI(base_url=gateway.base_url, api_key=gateway.key, max_retries=0, timeout=15) as c:
+        yield c
+
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int) -> None:
+    if exitstatus == 0:
+        return
+    for log in _server_logs:
+        if log.is_file():
+            lines = log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+            terminalreporter.section(f"switchyard serve log (last {len(lines)} lines): {log}")
+            terminalreporter.write_line("\n".join(lines))
