@@ -13,7 +13,6 @@ use crate::openai::MicroUsd;
 use crate::routing::Catalog;
 use crate::{shutdown, telemetry};
 use crate::store::Store;
-use crate::usage::Price;
 
 #[derive(Debug, Parser)]
 #[command(name = "switchyard", version, about = "A self-hosted, OpenAI-compatible LLM gateway")]
@@ -118,9 +117,9 @@ async fn keys(loaded: &LoadedConfig, command: KeysCommand) -> anyhow::Result<()>
     match command {
         KeysCommand::Create { name, limit, limit_reset } => {
             let limit = limit
-                .map(|usd| Price::parse(&usd).map(|p| MicroUsd(p.micro_usd_per_million())))
-                .transpose()
-                .context("--limit must be a decimal amount of USD, e.g. 25 or 0.50")?;
+                .map(|usd| MicroUsd::parse_usd(&usd))
+                .map(|parsed| parsed.context("--limit must be a decimal amount of USD, e.g. 25 or 0.50"))
+                .transpose()?;
             let created = Keys::new(store).create(&name, limit, limit_reset, None).await?;
             println!("{}", created.key);
             eprintln!("hash {} — store the key now; it is not shown again", created.row.hash);

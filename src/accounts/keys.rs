@@ -103,7 +103,6 @@ struct Cached {
 
 /// What the store said about a hash. Expiry is not part of it: it is judged on every request, so
 /// a key that expires while cached is refused at once.
-#[derive(Clone)]
 enum Verdict {
     Active {
         key: AuthedKey,
@@ -191,7 +190,8 @@ impl Keys {
             expires_at,
         };
         let row = self.inner.store.insert_key(&new).await?;
-        // Only reachable if this exact key was presented before it existed; cheap insurance.
+        // A miss cached for this exact key (presented before it existed) would hide it for up to a
+        // second; practically impossible with random keys, and free to rule out.
         self.inner.cache.remove(&digest);
         Ok(CreatedKey { key, row })
     }

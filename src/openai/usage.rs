@@ -11,6 +11,19 @@ pub struct MicroUsd(pub i64);
 impl MicroUsd {
     pub const ZERO: MicroUsd = MicroUsd(0);
 
+    /// Parses a non-negative decimal amount of USD with at most six decimals (`"12.5"`,
+    /// `"0.000125"`) exactly; anything else (signs, exponents, more decimals) is `None`.
+    pub fn parse_usd(text: &str) -> Option<MicroUsd> {
+        let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+        let all_digits = |part: &str| part.bytes().all(|byte| byte.is_ascii_digit());
+        if whole.is_empty() || fraction.len() > 6 || !all_digits(whole) || !all_digits(fraction) {
+            return None;
+        }
+        let whole: i64 = whole.parse().ok()?;
+        let fraction: i64 = if fraction.is_empty() { 0 } else { format!("{fraction:0<6}").parse().ok()? };
+        whole.checked_mul(1_000_000)?.checked_add(fraction).map(MicroUsd)
+    }
+
     /// Exact decimal text in USD, e.g. `0.000125` or `12.5`.
     pub fn to_usd_string(self) -> String {
         let sign = if self.0 < 0 { "-" } else { "" };

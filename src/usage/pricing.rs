@@ -17,23 +17,8 @@ impl Price {
     pub const FREE: Price = Price(0);
 
     pub fn parse(text: &str) -> Result<Price, InvalidPrice> {
-        let invalid = || InvalidPrice(text.to_owned());
-        let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
-        let all_digits = |part: &str| part.bytes().all(|byte| byte.is_ascii_digit());
-        if whole.is_empty() || fraction.len() > 6 || !all_digits(whole) || !all_digits(fraction) {
-            return Err(invalid());
-        }
-        let whole: i64 = whole.parse().map_err(|_| invalid())?;
-        let fraction: i64 = if fraction.is_empty() {
-            0
-        } else {
-            format!("{fraction:0<6}").parse().map_err(|_| invalid())?
-        };
-        whole
-            .checked_mul(1_000_000)
-            .and_then(|micros| micros.checked_add(fraction))
-            .map(Price)
-            .ok_or_else(invalid)
+        // USD per million with 6 decimals is exactly micro-USD per million.
+        MicroUsd::parse_usd(text).map(|micros| Price(micros.0)).ok_or_else(|| InvalidPrice(text.to_owned()))
     }
 
     pub fn micro_usd_per_million(self) -> i64 {

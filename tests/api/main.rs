@@ -1,10 +1,12 @@
 #![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 mod chat_completions;
+mod cli;
 mod config_check;
 mod db;
 mod errors;
 mod helpers;
 mod models;
+mod store;
 mod streaming;
 mod upstream;

@@ -22,6 +22,7 @@ crate::on_both_backends!(
     a_batch_skips_ids_that_exist_and_keeps_the_stored_row,
     a_batch_larger_than_one_statement_is_inserted_whole,
     the_writer_writes_every_recorded_row_on_shutdown_even_past_its_queue,
+    a_writer_that_cannot_write_gives_up_on_the_batch_and_still_shuts_down,
     flush_returns_once_every_recorded_row_is_readable,
     usage_daily_sums_requests_tokens_and_cost_per_day_key_model_and_provider,
     a_created_key_authenticates_and_anything_else_is_refused,
@@ -184,6 +185,10 @@ impl Dashboard {
         on_dashboard!(self, pool => sqlx::query_as(sql).fetch_all(pool).await.unwrap())
     }
 
+    async fn execute(&self, sql: &str) {
+        on_dashboard!(self, pool => drop(sqlx::query(sql).execute(pool).await.unwrap()));
+    }
+
     async fn close(self) {
         on_dashboard!(self, pool => pool.close().await);
     }
@@ -197,6 +202,18 @@ async fn migrations_apply_twice_and_a_second_process_finds_nothing_to_do(backend
     second.migrate().await.unwrap();
     second.ping().await.unwrap();
     assert!(second.list_keys().await.unwrap().is_empty());
+    if backend == Backend::Sqlite {
+        let dashboard = Dashboard::open(&db.url).await;
+        let Dashboard::Sqlite(pool) = &dashboard else {
+            unreachable!()
+        };
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal", "readers must not wait for the batch writer");
+        dashboard.close().await;
+    }
     db.remove().await;
 }
 
@@ -370,6 +387,22 @@ async fn the_writer_writes_every_recorded_row_on_shutdown_even_past_its_queue(ba
             .unwrap()
             .is_some()
     );
+    db.remove().await;
+}
+
+async fn a_writer_that_cannot_write_gives_up_on_the_batch_and_still_shuts_down(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let dashboard = Dashboard::open(&db.url).await;
+    dashboard.execute("DROP VIEW usage_daily").await;
+    dashboard.execute("DROP TABLE generations").await;
+    dashboard.close().await;
+    let (sink, writer) = spawn_writer(db.store.clone(), 10, Duration::from_secs(3600));
+    sink.record(generation("gen-1", "key-a"));
+    // Retries back off for a bounded time, then the batch is logged as lost: no hang, no spin.
+    tokio::time::timeout(Duration::from_secs(30), writer.shutdown())
+        .await
+        .expect("shutdown must not wait forever on a failing database");
+    sink.record(generation("gen-2", "key-a")); // after shutdown: logged, not a panic
     db.remove().await;
 }
 
