@@ -12,8 +12,8 @@ use tokio::net::TcpListener;
 use crate::accounts::Keys;
 use crate::api::json::BodyLimit;
 use crate::api::models::ModelList;
-use crate::api::sse::SseSettings;
 use crate::api::routes;
+use crate::api::sse::SseSettings;
 use crate::chat::Chat;
 use crate::config::LoadedConfig;
 use crate::providers::Registry;
@@ -33,8 +33,13 @@ pub struct App {
 impl App {
     pub async fn build(loaded: LoadedConfig) -> anyhow::Result<App> {
         let config = loaded.config;
-        let store = Store::connect(&config.database.url).await.context("cannot open the database")?;
-        store.migrate().await.context("cannot apply database migrations")?;
+        let store = Store::connect(&config.database.url)
+            .await
+            .context("cannot open the database")?;
+        store
+            .migrate()
+            .await
+            .context("cannot apply database migrations")?;
         let registry = Registry::build(&config.providers)?;
         let catalog = Catalog::build(&config)?;
         let (generations, writer) = spawn_writer(
@@ -49,14 +54,22 @@ impl App {
             keys: Arc::new(Keys::new(store.clone())),
             store,
             generations,
-            sse: SseSettings { keepalive: config.server.sse_keepalive.0 },
+            sse: SseSettings {
+                keepalive: config.server.sse_keepalive.0,
+            },
             body_limit: BodyLimit(max_body),
         };
         let listener = TcpListener::bind(&config.server.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
         let address = listener.local_addr()?;
-        Ok(App { listener, address, state, writer, max_body })
+        Ok(App {
+            listener,
+            address,
+            state,
+            writer,
+            max_body,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -76,7 +89,13 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let App { listener, address, state, writer, max_body } = self;
+        let App {
+            listener,
+            address,
+            state,
+            writer,
+            max_body,
+        } = self;
         tracing::info!(%address, "switchyard listening");
         let listener = listener.tap_io(|tcp| {
             if let Err(error) = tcp.set_nodelay(true) {
@@ -84,7 +103,9 @@ impl App {
             }
         });
         let router = routes(state, max_body);
-        axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await?;
         writer.shutdown().await;
         tracing::info!("stopped; every usage row is written");
         Ok(())

@@ -11,11 +11,15 @@ use crate::app::App;
 use crate::config::{self, LoadedConfig};
 use crate::openai::MicroUsd;
 use crate::routing::Catalog;
-use crate::{shutdown, telemetry};
 use crate::store::Store;
+use crate::{shutdown, telemetry};
 
 #[derive(Debug, Parser)]
-#[command(name = "switchyard", version, about = "A self-hosted, OpenAI-compatible LLM gateway")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "A self-hosted, OpenAI-compatible LLM gateway"
+)]
 pub struct Cli {
     /// Config file; else $SWITCHYARD_CONFIG, else ./switchyard.toml, else the embedded default.
     #[arg(long, global = true)]
@@ -82,7 +86,9 @@ async fn serve(loaded: LoadedConfig) -> anyhow::Result<()> {
 
 async fn open_store(loaded: &LoadedConfig) -> anyhow::Result<Store> {
     let url = &loaded.config.database.url;
-    let store = Store::connect(url).await.context("cannot open the database")?;
+    let store = Store::connect(url)
+        .await
+        .context("cannot open the database")?;
     store.migrate().await.context("cannot apply migrations")?;
     Ok(store)
 }
@@ -90,13 +96,20 @@ async fn open_store(loaded: &LoadedConfig) -> anyhow::Result<Store> {
 fn check(loaded: &LoadedConfig) -> anyhow::Result<()> {
     let catalog = Catalog::build(&loaded.config)?;
     print!("{}", loaded.summary());
-    println!("{}: ok ({} models)", loaded.origin(), catalog.models().count());
+    println!(
+        "{}: ok ({} models)",
+        loaded.origin(),
+        catalog.models().count()
+    );
     Ok(())
 }
 
 fn models(loaded: &LoadedConfig) -> anyhow::Result<()> {
     let catalog = Catalog::build(&loaded.config)?;
-    println!("{:<40} {:<14} {:<36} {:>10} {:>10}", "MODEL", "PROVIDER", "UPSTREAM", "PROMPT/M", "COMPL/M");
+    println!(
+        "{:<40} {:<14} {:<36} {:>10} {:>10}",
+        "MODEL", "PROVIDER", "UPSTREAM", "PROMPT/M", "COMPL/M"
+    );
     for model in catalog.models() {
         for endpoint in &model.endpoints {
             println!(
@@ -115,19 +128,39 @@ fn models(loaded: &LoadedConfig) -> anyhow::Result<()> {
 async fn keys(loaded: &LoadedConfig, command: KeysCommand) -> anyhow::Result<()> {
     let store = open_store(loaded).await?;
     match command {
-        KeysCommand::Create { name, limit, limit_reset } => {
+        KeysCommand::Create {
+            name,
+            limit,
+            limit_reset,
+        } => {
             let limit = limit
                 .map(|usd| MicroUsd::parse_usd(&usd))
-                .map(|parsed| parsed.context("--limit must be a decimal amount of USD, e.g. 25 or 0.50"))
+                .map(|parsed| {
+                    parsed.context("--limit must be a decimal amount of USD, e.g. 25 or 0.50")
+                })
                 .transpose()?;
-            let created = Keys::new(store).create(&name, limit, limit_reset, None).await?;
+            let created = Keys::new(store)
+                .create(&name, limit, limit_reset, None)
+                .await?;
             println!("{}", created.key);
-            eprintln!("hash {} — store the key now; it is not shown again", created.row.hash);
+            eprintln!(
+                "hash {} — store the key now; it is not shown again",
+                created.row.hash
+            );
         }
         KeysCommand::List => {
             for key in store.list_keys().await? {
-                let limit = key.limit_micros.map_or("unlimited".to_owned(), |m| MicroUsd(m).to_usd_string());
-                println!("{}\t{}\t{}\t{}\t{}", key.hash, key.name, key.prefix, if key.disabled { "disabled" } else { "enabled" }, limit);
+                let limit = key
+                    .limit_micros
+                    .map_or("unlimited".to_owned(), |m| MicroUsd(m).to_usd_string());
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    key.hash,
+                    key.name,
+                    key.prefix,
+                    if key.disabled { "disabled" } else { "enabled" },
+                    limit
+                );
             }
         }
         KeysCommand::Disable { hash } => {

@@ -26,7 +26,12 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<Cow<'static, str>>) -> Self {
-        Self { status, message: message.into(), metadata: None, retry_after: None }
+        Self {
+            status,
+            message: message.into(),
+            metadata: None,
+            retry_after: None,
+        }
     }
 
     pub fn with_metadata(mut self, metadata: Value) -> Self {
@@ -115,9 +120,15 @@ impl IntoResponse for ApiError {
         let body = serde_json::to_vec(&Envelope { error: self.body() }).unwrap_or_default();
         let mut response = (self.status, body).into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         if let Some(retry_after) = self.retry_after {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after.as_secs().max(1)),
+            );
         }
         response
     }
@@ -135,7 +146,10 @@ impl From<AuthError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         tracing::error!(%error, "database unavailable");
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "the gateway's database is unavailable")
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the gateway's database is unavailable",
+        )
     }
 }
 
@@ -145,8 +159,9 @@ impl From<PlanError> for ApiError {
         match error {
             PlanError::MissingModel => Self::bad_request(message),
             PlanError::UnknownModel(_) => Self::not_found(message),
-            PlanError::NoEndpoint { filter, .. } => Self::not_found(message)
-                .with_metadata(serde_json::json!({ "filter": filter })),
+            PlanError::NoEndpoint { filter, .. } => {
+                Self::not_found(message).with_metadata(serde_json::json!({ "filter": filter }))
+            }
         }
     }
 }
@@ -154,7 +169,9 @@ impl From<PlanError> for ApiError {
 impl From<UpstreamError> for ApiError {
     fn from(error: UpstreamError) -> Self {
         let status = match error.kind {
-            UpstreamErrorKind::BadRequest | UpstreamErrorKind::ContextLength => StatusCode::BAD_REQUEST,
+            UpstreamErrorKind::BadRequest | UpstreamErrorKind::ContextLength => {
+                StatusCode::BAD_REQUEST
+            }
             UpstreamErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UpstreamErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             UpstreamErrorKind::Timeout => StatusCode::REQUEST_TIMEOUT,
@@ -165,10 +182,17 @@ impl From<UpstreamError> for ApiError {
             | UpstreamErrorKind::Protocol => StatusCode::BAD_GATEWAY,
         };
         let retry_after = match status {
-            StatusCode::TOO_MANY_REQUESTS => Some(error.retry_after.unwrap_or(Duration::from_secs(1))),
+            StatusCode::TOO_MANY_REQUESTS => {
+                Some(error.retry_after.unwrap_or(Duration::from_secs(1)))
+            }
             _ => None,
         };
-        Self { status, message: Cow::Owned(error.message), metadata: None, retry_after }
+        Self {
+            status,
+            message: Cow::Owned(error.message),
+            metadata: None,
+            retry_after,
+        }
     }
 }
 
@@ -180,7 +204,10 @@ mod tests {
     fn the_body_has_the_contract_shape() {
         let error = ApiError::not_found("no such model")
             .with_metadata(serde_json::json!({"filter": "tools"}));
-        let json = serde_json::to_value(Envelope { error: error.body() }).unwrap();
+        let json = serde_json::to_value(Envelope {
+            error: error.body(),
+        })
+        .unwrap();
         assert_eq!(
             json,
             serde_json::json!({"error": {"message": "no such model", "type": "invalid_request_error",

@@ -23,7 +23,11 @@ pub async fn create(
     ApiJson(request): ApiJson<ChatRequest>,
 ) -> Response {
     let generation_id = new_generation_id();
-    let caller = Caller { generation_id: generation_id.clone(), key, app: app_info(&headers) };
+    let caller = Caller {
+        generation_id: generation_id.clone(),
+        key,
+        app: app_info(&headers),
+    };
     if request.stream {
         return sse::respond(generation_id, chat.stream(caller, request), settings).await;
     }
@@ -47,5 +51,8 @@ fn app_info(headers: &HeaderMap) -> AppInfo {
         let value = headers.get(name)?.to_str().ok()?.trim();
         (!value.is_empty()).then(|| value.chars().take(256).collect())
     };
-    AppInfo { referer: text("http-referer").or_else(|| text("referer")), title: text("x-title") }
+    AppInfo {
+        referer: text("http-referer").or_else(|| text("referer")),
+        title: text("x-title"),
+    }
 }

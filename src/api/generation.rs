@@ -23,7 +23,10 @@ pub async fn show(
     key: AuthedKey,
     Query(query): Query<GenerationQuery>,
 ) -> Result<Response, ApiError> {
-    let id = query.id.filter(|id| !id.is_empty()).ok_or_else(|| ApiError::bad_request("`id` is required"))?;
+    let id = query
+        .id
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| ApiError::bad_request("`id` is required"))?;
     let mut row = store.generation(&id, &key.hash).await?;
     if row.is_none() {
         // Rows are written in batches behind the request; a just-finished one may still be queued.

@@ -24,15 +24,19 @@ where
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         let limit = <BodyLimit as axum::extract::FromRef<S>>::from_ref(state);
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::payload_too_large(limit.0)
-            } else {
-                ApiError::bad_request(format!("cannot read the request body: {rejection}"))
-            }
-        })?;
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::payload_too_large(limit.0)
+                } else {
+                    ApiError::bad_request(format!("cannot read the request body: {rejection}"))
+                }
+            })?;
         if bytes.is_empty() {
-            return Err(ApiError::bad_request("the request body is empty; send a JSON object"));
+            return Err(ApiError::bad_request(
+                "the request body is empty; send a JSON object",
+            ));
         }
         serde_json::from_slice(&bytes)
             .map(ApiJson)

@@ -26,7 +26,9 @@ impl ModelList {
 
 fn describe(model: &Model) -> Value {
     // OpenRouter reports the first (default) endpoint's price; the catalog lists it first.
-    let Some(top) = model.endpoints.first() else { return Value::Null };
+    let Some(top) = model.endpoints.first() else {
+        return Value::Null;
+    };
     let mut supported: Vec<&str> = vec!["max_tokens", "temperature", "top_p", "stop", "stream"];
     for endpoint in &model.endpoints {
         for name in endpoint.capabilities.names() {
@@ -35,7 +37,11 @@ fn describe(model: &Model) -> Value {
             }
         }
     }
-    let input_modalities: &[&str] = if top.capabilities.vision { &["text", "image"] } else { &["text"] };
+    let input_modalities: &[&str] = if top.capabilities.vision {
+        &["text", "image"]
+    } else {
+        &["text"]
+    };
     json!({
         "id": model.id,
         "object": "model",

@@ -70,7 +70,10 @@ pub async fn respond(
     });
     let mut response = Body::from_stream(frames).into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Tells nginx-style proxies not to buffer the stream.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));

@@ -5,7 +5,9 @@ use tokio::time::Instant;
 
 use crate::openai::{ChatChunk, ChatRequest, ChatResponse};
 use crate::providers::upstream::UpstreamResponse;
-use crate::providers::{ProviderEntry, Registry, StreamDecoder, Target, UpstreamError, UpstreamErrorKind};
+use crate::providers::{
+    ProviderEntry, Registry, StreamDecoder, Target, UpstreamError, UpstreamErrorKind,
+};
 use crate::routing::PlannedAttempt;
 use crate::usage::record::{Attempt, Served};
 
@@ -17,10 +19,16 @@ pub(super) struct Opened {
     pub served: Served,
 }
 
-fn provider<'a>(registry: &'a Registry, planned: &PlannedAttempt) -> Result<&'a ProviderEntry, UpstreamError> {
+fn provider<'a>(
+    registry: &'a Registry,
+    planned: &PlannedAttempt,
+) -> Result<&'a ProviderEntry, UpstreamError> {
     let id = &planned.endpoint().provider;
     registry.get(id).map(|entry| &**entry).ok_or_else(|| {
-        UpstreamError::new(UpstreamErrorKind::Protocol, format!("provider {id:?} is not configured"))
+        UpstreamError::new(
+            UpstreamErrorKind::Protocol,
+            format!("provider {id:?} is not configured"),
+        )
     })
 }
 
@@ -36,7 +44,10 @@ async fn send(
         capabilities: &endpoint.capabilities,
     };
     let upstream_request = provider.adapter.build_request(request, target)?;
-    provider.upstream.send(upstream_request, &*provider.adapter).await
+    provider
+        .upstream
+        .send(upstream_request, &*provider.adapter)
+        .await
 }
 
 fn served(planned: &PlannedAttempt) -> Served {
@@ -70,16 +81,28 @@ pub(super) async fn open_stream(
     let mut decoder = provider.adapter.stream_decoder();
     while let Some(event) = response.next_event().await {
         if let Some(first) = decoder.decode(&event?)? {
-            return Ok(Opened { response, decoder, first, served: served(planned) });
+            return Ok(Opened {
+                response,
+                decoder,
+                first,
+                served: served(planned),
+            });
         }
         if decoder.finished() {
             break;
         }
     }
-    Err(UpstreamError::new(UpstreamErrorKind::Protocol, "the upstream ended the stream before sending anything"))
+    Err(UpstreamError::new(
+        UpstreamErrorKind::Protocol,
+        "the upstream ended the stream before sending anything",
+    ))
 }
 
-pub(super) fn record(planned: &PlannedAttempt, started: Instant, error: Option<&UpstreamError>) -> Attempt {
+pub(super) fn record(
+    planned: &PlannedAttempt,
+    started: Instant,
+    error: Option<&UpstreamError>,
+) -> Attempt {
     let endpoint = planned.endpoint();
     Attempt {
         provider: endpoint.provider.clone(),

@@ -37,8 +37,16 @@ pub struct Caller {
 }
 
 impl Chat {
-    pub fn new(catalog: Arc<Catalog>, registry: Arc<Registry>, generations: GenerationSink) -> Self {
-        Self { catalog, registry, generations }
+    pub fn new(
+        catalog: Arc<Catalog>,
+        registry: Arc<Registry>,
+        generations: GenerationSink,
+    ) -> Self {
+        Self {
+            catalog,
+            registry,
+            generations,
+        }
     }
 
     pub fn catalog(&self) -> &Arc<Catalog> {
@@ -97,7 +105,11 @@ impl Chat {
 
     /// A streaming completion, returned once the first upstream event has arrived (so a failure
     /// before it can still fail over or become a real HTTP error).
-    pub async fn stream(self, caller: Caller, request: ChatRequest) -> Result<ChatStream, ApiError> {
+    pub async fn stream(
+        self,
+        caller: Caller,
+        request: ChatRequest,
+    ) -> Result<ChatStream, ApiError> {
         let mut recorder = self.recorder(caller, &request);
         let plan = match plan(&self.catalog, &request) {
             Ok(plan) => plan,
@@ -117,7 +129,9 @@ impl Chat {
                 }
             }
         }
-        let error = last_error.map_or_else(ApiError::internal, |error| attempts_failed(error, &recorder));
+        let error = last_error.map_or_else(ApiError::internal, |error| {
+            attempts_failed(error, &recorder)
+        });
         Err(fail(recorder, error))
     }
 

@@ -32,8 +32,17 @@ pub struct ChatStream {
 
 impl ChatStream {
     pub(super) fn new(opened: Opened, recorder: Recorder) -> Self {
-        let Opened { response, decoder, first, served } = opened;
-        let created = if first.created > 0 { first.created } else { chrono::Utc::now().timestamp() };
+        let Opened {
+            response,
+            decoder,
+            first,
+            served,
+        } = opened;
+        let created = if first.created > 0 {
+            first.created
+        } else {
+            chrono::Utc::now().timestamp()
+        };
         let mut recorder = recorder;
         let (model, provider) = (served.model.to_string(), served.provider.to_string());
         recorder.served_by(served);
@@ -102,7 +111,11 @@ impl ChatStream {
         if chunk.choices.is_empty() {
             return None;
         }
-        if let Some(reason) = chunk.choices.iter().find_map(|choice| choice.finish_reason.as_ref()) {
+        if let Some(reason) = chunk
+            .choices
+            .iter()
+            .find_map(|choice| choice.finish_reason.as_ref())
+        {
             self.finish_reason = Some(reason.clone());
         }
         chunk.id.clone_from(&self.id);
@@ -163,7 +176,10 @@ pub fn error_chunk(mut chunk: ChatChunk, error: &ApiError) -> ChatChunk {
     });
     chunk.choices.push(ChunkChoice {
         index: 0,
-        delta: Delta { content: Some(String::new()), ..Delta::default() },
+        delta: Delta {
+            content: Some(String::new()),
+            ..Delta::default()
+        },
         finish_reason: Some("error".to_owned()),
         extra: serde_json::Map::new(),
     });

@@ -119,6 +119,18 @@ pub enum Content {
 }
 
 impl Content {
+    /// The length in bytes of the content's text, without building it.
+    pub fn text_len(&self) -> usize {
+        match self {
+            Content::Text(text) => text.len(),
+            Content::Parts(parts) => parts
+                .iter()
+                .filter_map(|part| part.get("text").and_then(Value::as_str))
+                .map(str::len)
+                .sum(),
+        }
+    }
+
     /// The text of the content, with parts' text joined; images contribute nothing.
     pub fn text(&self) -> String {
         match self {
@@ -201,10 +213,8 @@ mod tests {
 
     #[test]
     fn model_candidates_put_the_primary_first_and_skip_duplicates() {
-        let request: ChatRequest = serde_json::from_str(
-            r#"{"model":"a","models":["b","a","c"],"messages":[]}"#,
-        )
-        .unwrap();
+        let request: ChatRequest =
+            serde_json::from_str(r#"{"model":"a","models":["b","a","c"],"messages":[]}"#).unwrap();
         assert_eq!(request.model_candidates(), ["a", "b", "c"]);
     }
 

@@ -32,7 +32,9 @@ impl ChatResponse {
 
     /// The first choice's finish reason, recorded on the generation.
     pub fn finish_reason(&self) -> Option<&str> {
-        self.choices.first().and_then(|choice| choice.finish_reason.as_deref())
+        self.choices
+            .first()
+            .and_then(|choice| choice.finish_reason.as_deref())
     }
 }
 

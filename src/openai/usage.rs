@@ -20,8 +20,15 @@ impl MicroUsd {
             return None;
         }
         let whole: i64 = whole.parse().ok()?;
-        let fraction: i64 = if fraction.is_empty() { 0 } else { format!("{fraction:0<6}").parse().ok()? };
-        whole.checked_mul(1_000_000)?.checked_add(fraction).map(MicroUsd)
+        let fraction: i64 = if fraction.is_empty() {
+            0
+        } else {
+            format!("{fraction:0<6}").parse().ok()?
+        };
+        whole
+            .checked_mul(1_000_000)?
+            .checked_add(fraction)
+            .map(MicroUsd)
     }
 
     /// Exact decimal text in USD, e.g. `0.000125` or `12.5`.
@@ -105,22 +112,30 @@ fn is_zero(value: &u64) -> bool {
 
 impl Usage {
     pub fn cached_tokens(&self) -> u64 {
-        self.prompt_tokens_details.as_ref().map_or(0, |details| details.cached_tokens)
+        self.prompt_tokens_details
+            .as_ref()
+            .map_or(0, |details| details.cached_tokens)
     }
 
     pub fn cache_write_tokens(&self) -> u64 {
-        self.prompt_tokens_details.as_ref().map_or(0, |details| details.cache_write_tokens)
+        self.prompt_tokens_details
+            .as_ref()
+            .map_or(0, |details| details.cache_write_tokens)
     }
 
     pub fn reasoning_tokens(&self) -> u64 {
-        self.completion_tokens_details.as_ref().map_or(0, |details| details.reasoning_tokens)
+        self.completion_tokens_details
+            .as_ref()
+            .map_or(0, |details| details.reasoning_tokens)
     }
 
     /// The contract says usage always carries cached and reasoning tokens; fill the details in.
     pub fn with_cost(mut self, cost: MicroUsd) -> Self {
         self.total_tokens = self.prompt_tokens + self.completion_tokens;
-        self.prompt_tokens_details.get_or_insert_with(PromptTokensDetails::default);
-        self.completion_tokens_details.get_or_insert_with(CompletionTokensDetails::default);
+        self.prompt_tokens_details
+            .get_or_insert_with(PromptTokensDetails::default);
+        self.completion_tokens_details
+            .get_or_insert_with(CompletionTokensDetails::default);
         self.cost = Some(cost);
         self
     }
@@ -140,8 +155,12 @@ mod tests {
 
     #[test]
     fn usage_always_carries_cached_and_reasoning_tokens_and_cost() {
-        let usage = Usage { prompt_tokens: 3, completion_tokens: 4, ..Usage::default() }
-            .with_cost(MicroUsd(11));
+        let usage = Usage {
+            prompt_tokens: 3,
+            completion_tokens: 4,
+            ..Usage::default()
+        }
+        .with_cost(MicroUsd(11));
         let json = serde_json::to_string(&usage).unwrap();
         assert_eq!(
             json,

@@ -52,7 +52,12 @@ pub struct UpstreamError {
 
 impl UpstreamError {
     pub fn new(kind: UpstreamErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, status: None, message: message.into(), retry_after: None }
+        Self {
+            kind,
+            status: None,
+            message: message.into(),
+            retry_after: None,
+        }
     }
 
     /// Classifies a provider's error status. `detail` is the provider's own error message; it is
@@ -80,7 +85,12 @@ impl UpstreamError {
             (UpstreamErrorKind::Timeout, _) => "upstream timed out".to_owned(),
             _ => format!("upstream failed with status {}", status.as_u16()),
         };
-        Self { kind, status: Some(status.as_u16()), message, retry_after: None }
+        Self {
+            kind,
+            status: Some(status.as_u16()),
+            message,
+            retry_after: None,
+        }
     }
 
     pub fn with_kind(mut self, kind: UpstreamErrorKind) -> Self {
@@ -127,14 +137,16 @@ mod tests {
 
     #[test]
     fn server_errors_never_carry_the_upstream_detail() {
-        let error = UpstreamError::from_status(StatusCode::BAD_GATEWAY, Some("db at 10.0.0.3 down"));
+        let error =
+            UpstreamError::from_status(StatusCode::BAD_GATEWAY, Some("db at 10.0.0.3 down"));
         assert_eq!(error.kind, UpstreamErrorKind::Server);
         assert!(!error.message.contains("10.0.0.3"));
     }
 
     #[test]
     fn bad_requests_keep_the_providers_explanation() {
-        let error = UpstreamError::from_status(StatusCode::BAD_REQUEST, Some("temperature too high"));
+        let error =
+            UpstreamError::from_status(StatusCode::BAD_REQUEST, Some("temperature too high"));
         assert_eq!(error.kind, UpstreamErrorKind::BadRequest);
         assert!(error.message.contains("temperature too high"));
         assert!(!error.is_retryable());

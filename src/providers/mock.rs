@@ -29,20 +29,29 @@ impl Echo {
                 .filter(move |message| role.is_none_or(|role| message.role == role))
                 .filter_map(|message| message.content.as_ref().map(|content| content.text()))
         };
-        let prompt_tokens = text_of(None).map(|text| text.split_whitespace().count()).sum::<usize>();
+        let prompt_tokens = text_of(None)
+            .map(|text| text.split_whitespace().count())
+            .sum::<usize>();
         let last_user = text_of(Some(Role::User)).next_back().unwrap_or_default();
         let mut words: Vec<String> = last_user.split_whitespace().map(str::to_owned).collect();
         if words.is_empty() {
             words.push("(silence)".to_owned());
         }
-        let limit = request.max_output_tokens().or(target.max_output).map_or(usize::MAX, |n| n as usize);
+        let limit = request
+            .max_output_tokens()
+            .or(target.max_output)
+            .map_or(usize::MAX, |n| n as usize);
         let finish_reason = if words.len() > limit {
             words.truncate(limit);
             "length"
         } else {
             "stop"
         };
-        Echo { words, prompt_tokens: prompt_tokens.max(1), finish_reason }
+        Echo {
+            words,
+            prompt_tokens: prompt_tokens.max(1),
+            finish_reason,
+        }
     }
 
     fn usage(&self) -> serde_json::Value {
@@ -88,7 +97,11 @@ impl Provider for Mock {
             });
             Bytes::from(response.to_string())
         };
-        Ok(UpstreamRequest::Local { status: StatusCode::OK, body, stream: request.stream })
+        Ok(UpstreamRequest::Local {
+            status: StatusCode::OK,
+            body,
+            stream: request.stream,
+        })
     }
 
     fn parse_response(&self, body: &[u8]) -> Result<ChatResponse, ProviderError> {
@@ -112,7 +125,11 @@ mod tests {
     fn ask(body: &str) -> Bytes {
         let request: ChatRequest = serde_json::from_str(body).unwrap();
         let capabilities = Capabilities::default();
-        let target = Target { upstream_model: "echo", max_output: None, capabilities: &capabilities };
+        let target = Target {
+            upstream_model: "echo",
+            max_output: None,
+            capabilities: &capabilities,
+        };
         match Mock.build_request(&request, target).unwrap() {
             UpstreamRequest::Local { body, .. } => body,
             UpstreamRequest::Http { .. } => panic!("the mock never uses the network"),
@@ -121,16 +138,22 @@ mod tests {
 
     #[test]
     fn the_echo_model_repeats_the_last_user_message_with_usage() {
-        let body = ask(r#"{"messages":[{"role":"system","content":"be brief"},{"role":"user","content":"hello there"}]}"#);
+        let body = ask(
+            r#"{"messages":[{"role":"system","content":"be brief"},{"role":"user","content":"hello there"}]}"#,
+        );
         let response = Mock.parse_response(&body).unwrap();
-        assert_eq!(response.choices[0].message.content.as_deref(), Some("hello there"));
+        assert_eq!(
+            response.choices[0].message.content.as_deref(),
+            Some("hello there")
+        );
         let usage = response.usage.unwrap();
         assert_eq!((usage.prompt_tokens, usage.completion_tokens), (4, 2));
     }
 
     #[test]
     fn max_tokens_cuts_the_echo_and_reports_length() {
-        let body = ask(r#"{"max_tokens":1,"messages":[{"role":"user","content":"one two three"}]}"#);
+        let body =
+            ask(r#"{"max_tokens":1,"messages":[{"role":"user","content":"one two three"}]}"#);
         let response = Mock.parse_response(&body).unwrap();
         assert_eq!(response.choices[0].finish_reason.as_deref(), Some("length"));
     }

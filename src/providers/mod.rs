@@ -55,8 +55,11 @@ impl Capabilities {
             (self.reasoning, "reasoning"),
             (self.vision, "vision"),
         ];
-        let set = flags.into_iter().filter_map(|(on, name)| on.then_some(name));
-        set.chain(self.parameters.iter().map(String::as_str)).collect()
+        let set = flags
+            .into_iter()
+            .filter_map(|(on, name)| on.then_some(name));
+        set.chain(self.parameters.iter().map(String::as_str))
+            .collect()
     }
 }
 
@@ -73,10 +76,19 @@ pub struct Target<'a> {
 #[derive(Debug)]
 pub enum UpstreamRequest {
     /// An HTTP `POST` to the provider.
-    Http { url: String, headers: Vec<(HeaderName, HeaderValue)>, body: Bytes, stream: bool },
+    Http {
+        url: String,
+        headers: Vec<(HeaderName, HeaderValue)>,
+        body: Bytes,
+        stream: bool,
+    },
     /// An answer produced in-process, in the provider's own wire format (the `mock` provider):
     /// it goes through the same decoding as a network answer.
-    Local { status: StatusCode, body: Bytes, stream: bool },
+    Local {
+        status: StatusCode,
+        body: Bytes,
+        stream: bool,
+    },
 }
 
 /// Translates between the canonical OpenAI types and one upstream API. Does no I/O.

@@ -30,7 +30,10 @@ impl OpenAi {
             })
             .transpose()?;
         let chat_url = format!("{}/chat/completions", base_url.trim_end_matches('/'));
-        Ok(Self { chat_url, authorization })
+        Ok(Self {
+            chat_url,
+            authorization,
+        })
     }
 }
 
@@ -66,7 +69,10 @@ struct UpstreamBody<'a> {
     extra: &'a Map<String, Value>,
 }
 
-pub(super) fn encode_body(request: &ChatRequest, target: Target<'_>) -> Result<Bytes, ProviderError> {
+pub(super) fn encode_body(
+    request: &ChatRequest,
+    target: Target<'_>,
+) -> Result<Bytes, ProviderError> {
     let stream_options = request.stream.then(|| {
         let mut options = request
             .stream_options
@@ -89,7 +95,10 @@ pub(super) fn encode_body(request: &ChatRequest, target: Target<'_>) -> Result<B
         tools: request.tools.as_deref(),
         tool_choice: request.tool_choice.as_ref(),
         response_format: request.response_format.as_ref(),
-        reasoning_effort: request.reasoning.as_ref().and_then(|reasoning| reasoning.get("effort")),
+        reasoning_effort: request
+            .reasoning
+            .as_ref()
+            .and_then(|reasoning| reasoning.get("effort")),
         user: request.user.as_deref(),
         extra: &request.extra,
     };
@@ -115,10 +124,15 @@ struct ErrorDetail {
 }
 
 pub(super) fn decode_error(status: StatusCode, body: &[u8]) -> UpstreamError {
-    let detail = serde_json::from_slice::<ErrorBody>(body).ok().map(|body| body.error);
+    let detail = serde_json::from_slice::<ErrorBody>(body)
+        .ok()
+        .map(|body| body.error);
     let message = detail.as_ref().and_then(|detail| detail.message.as_deref());
     let error = UpstreamError::from_status(status, message);
-    let code = detail.as_ref().and_then(|detail| detail.code.as_ref()).and_then(Value::as_str);
+    let code = detail
+        .as_ref()
+        .and_then(|detail| detail.code.as_ref())
+        .and_then(Value::as_str);
     if code == Some("context_length_exceeded") {
         return error.with_kind(UpstreamErrorKind::ContextLength);
     }
@@ -141,9 +155,13 @@ impl StreamDecoder for ChunkDecoder {
             return Ok(None);
         }
         let chunk: ChatChunk = serde_json::from_str(&event.data).map_err(|error| {
-            UpstreamError::new(UpstreamErrorKind::Protocol, format!("unreadable stream chunk: {error}"))
+            UpstreamError::new(
+                UpstreamErrorKind::Protocol,
+                format!("unreadable stream chunk: {error}"),
+            )
         })?;
-        if chunk.error.is_some() || (chunk.choices.is_empty() && chunk.extra.contains_key("error")) {
+        if chunk.error.is_some() || (chunk.choices.is_empty() && chunk.extra.contains_key("error"))
+        {
             return Err(stream_error(&event.data));
         }
         Ok(Some(chunk))
@@ -171,8 +189,10 @@ impl Provider for OpenAi {
         request: &ChatRequest,
         target: Target<'_>,
     ) -> Result<UpstreamRequest, ProviderError> {
-        let mut headers: Vec<(HeaderName, HeaderValue)> =
-            vec![(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))];
+        let mut headers: Vec<(HeaderName, HeaderValue)> = vec![(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )];
         if let Some(authorization) = &self.authorization {
             headers.push((header::AUTHORIZATION, authorization.clone()));
         }
@@ -205,7 +225,11 @@ mod tests {
     fn target() -> Target<'static> {
         static CAPABILITIES: std::sync::LazyLock<Capabilities> =
             std::sync::LazyLock::new(Capabilities::default);
-        Target { upstream_model: "gpt-4o-2024-08-06", max_output: None, capabilities: &CAPABILITIES }
+        Target {
+            upstream_model: "gpt-4o-2024-08-06",
+            max_output: None,
+            capabilities: &CAPABILITIES,
+        }
     }
 
     #[test]
@@ -214,7 +238,8 @@ mod tests {
             r#"{"model":"openai/gpt-4o","models":["x"],"provider":{"order":["a"]},"messages":[{"role":"user","content":"hi"}],"seed":3,"stream":true}"#,
         )
         .unwrap();
-        let body: Value = serde_json::from_slice(&encode_body(&request, target()).unwrap()).unwrap();
+        let body: Value =
+            serde_json::from_slice(&encode_body(&request, target()).unwrap()).unwrap();
         assert_eq!(body["model"], "gpt-4o-2024-08-06");
         assert_eq!(body["seed"], 3);
         assert_eq!(body["stream_options"]["include_usage"], true);
@@ -231,11 +256,25 @@ mod tests {
     #[test]
     fn the_decoder_stops_at_done_and_reports_in_stream_errors() {
         let mut decoder = ChunkDecoder::default();
-        let chunk = SseEvent { event: None, data: r#"{"id":"c","choices":[{"index":0,"delta":{"content":"x"}}]}"#.into() };
+        let chunk = SseEvent {
+            event: None,
+            data: r#"{"id":"c","choices":[{"index":0,"delta":{"content":"x"}}]}"#.into(),
+        };
         assert!(decoder.decode(&chunk).unwrap().is_some());
-        let error = SseEvent { event: None, data: r#"{"error":{"message":"boom","code":500}}"#.into() };
-        assert_eq!(decoder.decode(&error).unwrap_err().kind, UpstreamErrorKind::Server);
-        decoder.decode(&SseEvent { event: None, data: "[DONE]".into() }).unwrap();
+        let error = SseEvent {
+            event: None,
+            data: r#"{"error":{"message":"boom","code":500}}"#.into(),
+        };
+        assert_eq!(
+            decoder.decode(&error).unwrap_err().kind,
+            UpstreamErrorKind::Server
+        );
+        decoder
+            .decode(&SseEvent {
+                event: None,
+                data: "[DONE]".into(),
+            })
+            .unwrap();
         assert!(decoder.finished());
     }
 }

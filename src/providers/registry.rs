@@ -37,7 +37,10 @@ pub struct Registry {
 const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 
 fn adapter_for(config: &ProviderConfig) -> Result<Box<dyn Provider>, RegistryError> {
-    let adapter_error = |source| RegistryError::Adapter { id: config.id.clone(), source };
+    let adapter_error = |source| RegistryError::Adapter {
+        id: config.id.clone(),
+        source,
+    };
     let api_key = config.api_key.as_deref();
     Ok(match config.kind {
         ProviderKind::Mock => Box::new(Mock),
@@ -46,9 +49,14 @@ fn adapter_for(config: &ProviderConfig) -> Result<Box<dyn Provider>, RegistryErr
             Box::new(OpenAi::new(base_url, api_key).map_err(adapter_error)?)
         }
         ProviderKind::OpenaiCompatible => {
-            let base_url = config.base_url.as_deref().ok_or_else(|| {
-                RegistryError::MissingBaseUrl { id: config.id.clone(), kind: "openai-compatible" }
-            })?;
+            let base_url =
+                config
+                    .base_url
+                    .as_deref()
+                    .ok_or_else(|| RegistryError::MissingBaseUrl {
+                        id: config.id.clone(),
+                        kind: "openai-compatible",
+                    })?;
             Box::new(OpenAi::new(base_url, api_key).map_err(adapter_error)?)
         }
     })
@@ -59,8 +67,10 @@ impl Registry {
         let mut providers = HashMap::with_capacity(configs.len());
         for config in configs {
             let id: Arc<str> = Arc::from(config.id.as_str());
-            let upstream = Upstream::new(config)
-                .map_err(|source| RegistryError::Client { id: config.id.clone(), source })?;
+            let upstream = Upstream::new(config).map_err(|source| RegistryError::Client {
+                id: config.id.clone(),
+                source,
+            })?;
             let entry = ProviderEntry {
                 id: id.clone(),
                 adapter: adapter_for(config)?,

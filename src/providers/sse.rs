@@ -113,7 +113,13 @@ mod tests {
     #[test]
     fn named_events_crlf_and_comments_are_understood() {
         let got = events(&[": keep-alive\r\n\r\nevent: ping\r\ndata: {}\r\n\r\n"]);
-        assert_eq!(got, vec![SseEvent { event: Some("ping".into()), data: "{}".into() }]);
+        assert_eq!(
+            got,
+            vec![SseEvent {
+                event: Some("ping".into()),
+                data: "{}".into()
+            }]
+        );
     }
 
     #[test]

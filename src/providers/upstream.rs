@@ -60,7 +60,9 @@ impl Upstream {
         let first_token_deadline = deadline.min(started + self.timeouts.first_token);
         let (status, body) = match request {
             UpstreamRequest::Local { status, body, .. } => (status, Body::Local(Some(body))),
-            UpstreamRequest::Http { url, headers, body, .. } => {
+            UpstreamRequest::Http {
+                url, headers, body, ..
+            } => {
                 let mut builder = self.client.post(url).body(body);
                 for (name, value) in headers {
                     builder = builder.header(name, value);
@@ -83,7 +85,9 @@ impl Upstream {
         if !status.is_success() {
             let retry_after = upstream.retry_after();
             let body = upstream.bytes().await.unwrap_or_default();
-            return Err(provider.parse_error(status, &body).with_retry_after(retry_after));
+            return Err(provider
+                .parse_error(status, &body)
+                .with_retry_after(retry_after));
         }
         Ok(upstream)
     }
@@ -108,8 +112,14 @@ pub struct UpstreamResponse {
 
 impl UpstreamResponse {
     fn retry_after(&self) -> Option<Duration> {
-        let Body::Http(response) = &self.body else { return None };
-        let value = response.headers().get(http::header::RETRY_AFTER)?.to_str().ok()?;
+        let Body::Http(response) = &self.body else {
+            return None;
+        };
+        let value = response
+            .headers()
+            .get(http::header::RETRY_AFTER)?
+            .to_str()
+            .ok()?;
         value.trim().parse::<u64>().ok().map(Duration::from_secs)
     }
 
@@ -156,7 +166,10 @@ impl UpstreamResponse {
 }
 
 fn timed_out(phase: &str) -> UpstreamError {
-    UpstreamError::new(UpstreamErrorKind::Timeout, format!("upstream timed out {phase}"))
+    UpstreamError::new(
+        UpstreamErrorKind::Timeout,
+        format!("upstream timed out {phase}"),
+    )
 }
 
 /// reqwest errors can contain the URL; the message is rebuilt so nothing of it leaks.

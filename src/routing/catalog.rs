@@ -33,14 +33,20 @@ pub struct Model {
 impl Model {
     /// The part before the `/`, which OpenAI's `owned_by` reports.
     pub fn author(&self) -> &str {
-        self.id.split_once('/').map_or(&self.id, |(author, _)| author)
+        self.id
+            .split_once('/')
+            .map_or(&self.id, |(author, _)| author)
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error("model {model:?}, endpoint {provider:?}: {source}")]
-    Price { model: String, provider: String, source: InvalidPrice },
+    Price {
+        model: String,
+        provider: String,
+        source: InvalidPrice,
+    },
     #[error("model {model:?}: endpoint names provider {provider:?}, which is not configured")]
     UnknownProvider { model: String, provider: String },
 }

@@ -41,7 +41,8 @@ fn rejection(
     preferences: &ProviderPreferences,
 ) -> Option<&'static str> {
     let named = |list: &Option<Vec<String>>| {
-        list.as_ref().map(|ids| ids.iter().any(|id| *id == *endpoint.provider))
+        list.as_ref()
+            .map(|ids| ids.iter().any(|id| *id == *endpoint.provider))
     };
     let capabilities = &endpoint.capabilities;
     if named(&preferences.only) == Some(false) {
@@ -53,7 +54,12 @@ fn rejection(
     if preferences.allow_fallbacks == Some(false) && named(&preferences.order) == Some(false) {
         return Some("provider.order with allow_fallbacks: false");
     }
-    if request.tools.as_ref().is_some_and(|tools| !tools.is_empty()) && !capabilities.tools {
+    if request
+        .tools
+        .as_ref()
+        .is_some_and(|tools| !tools.is_empty())
+        && !capabilities.tools
+    {
         return Some("tools are not supported");
     }
     if request.has_images() && !capabilities.vision {
@@ -67,7 +73,10 @@ fn rejection(
     if structured && !capabilities.response_format {
         return Some("response_format is not supported");
     }
-    let too_long = request.max_output_tokens().zip(endpoint.max_output).is_some_and(|(asked, max)| asked > max);
+    let too_long = request
+        .max_output_tokens()
+        .zip(endpoint.max_output)
+        .is_some_and(|(asked, max)| asked > max);
     if too_long {
         return Some("max_tokens exceeds the endpoint's max_output");
     }
@@ -86,11 +95,16 @@ pub fn plan(catalog: &Catalog, request: &ChatRequest) -> Result<RoutePlan, PlanE
     let mut attempts = Vec::new();
     let mut first_rejection = None;
     for id in candidates {
-        let model = catalog.model(id).ok_or_else(|| PlanError::UnknownModel(id.to_owned()))?;
+        let model = catalog
+            .model(id)
+            .ok_or_else(|| PlanError::UnknownModel(id.to_owned()))?;
         let start = attempts.len();
         for (index, endpoint) in model.endpoints.iter().enumerate() {
             match rejection(endpoint, request, preferences) {
-                None => attempts.push(PlannedAttempt { model: model.clone(), endpoint: index }),
+                None => attempts.push(PlannedAttempt {
+                    model: model.clone(),
+                    endpoint: index,
+                }),
                 Some(filter) => {
                     first_rejection.get_or_insert_with(|| (model.id.to_string(), filter));
                 }
@@ -99,14 +113,20 @@ pub fn plan(catalog: &Catalog, request: &ChatRequest) -> Result<RoutePlan, PlanE
         if let Some(order) = &preferences.order {
             let rank = |attempt: &PlannedAttempt| {
                 let provider = &*attempt.endpoint().provider;
-                order.iter().position(|id| id == provider).unwrap_or(order.len())
+                order
+                    .iter()
+                    .position(|id| id == provider)
+                    .unwrap_or(order.len())
             };
             attempts[start..].sort_by_key(rank);
         }
     }
     if attempts.is_empty() {
         let (model, filter) = first_rejection.unwrap_or_else(|| {
-            (request.model_candidates()[0].to_owned(), "the model has no endpoints")
+            (
+                request.model_candidates()[0].to_owned(),
+                "the model has no endpoints",
+            )
         });
         return Err(PlanError::NoEndpoint { model, filter });
     }
@@ -186,10 +206,14 @@ id = "x/two"
     fn tools_and_max_tokens_filter_endpoints_that_cannot_honour_them() {
         let tools = r#"{"model":"x/one","tools":[{"type":"function"}],"messages":[]}"#;
         assert_eq!(providers_for(tools).unwrap(), ["x/one@b"]);
-        let long = r#"{"model":"x/two","max_tokens":500,"tools":[{"type":"function"}],"messages":[]}"#;
+        let long =
+            r#"{"model":"x/two","max_tokens":500,"tools":[{"type":"function"}],"messages":[]}"#;
         assert_eq!(
             providers_for(long).unwrap_err(),
-            PlanError::NoEndpoint { model: "x/two".into(), filter: "tools are not supported" }
+            PlanError::NoEndpoint {
+                model: "x/two".into(),
+                filter: "tools are not supported"
+            }
         );
     }
 
@@ -199,6 +223,9 @@ id = "x/two"
             providers_for(r#"{"model":"x/nope","messages":[]}"#).unwrap_err(),
             PlanError::UnknownModel("x/nope".into())
         );
-        assert_eq!(providers_for(r#"{"messages":[]}"#).unwrap_err(), PlanError::MissingModel);
+        assert_eq!(
+            providers_for(r#"{"messages":[]}"#).unwrap_err(),
+            PlanError::MissingModel
+        );
     }
 }

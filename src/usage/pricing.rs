@@ -10,7 +10,9 @@ use crate::openai::{MicroUsd, Usage};
 pub struct Price(i64);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid price {0:?}: expected a non-negative decimal string of USD per million tokens with at most 6 decimals, e.g. \"0.15\"")]
+#[error(
+    "invalid price {0:?}: expected a non-negative decimal string of USD per million tokens with at most 6 decimals, e.g. \"0.15\""
+)]
 pub struct InvalidPrice(pub String);
 
 impl Price {
@@ -18,7 +20,9 @@ impl Price {
 
     pub fn parse(text: &str) -> Result<Price, InvalidPrice> {
         // USD per million with 6 decimals is exactly micro-USD per million.
-        MicroUsd::parse_usd(text).map(|micros| Price(micros.0)).ok_or_else(|| InvalidPrice(text.to_owned()))
+        MicroUsd::parse_usd(text)
+            .map(|micros| Price(micros.0))
+            .ok_or_else(|| InvalidPrice(text.to_owned()))
     }
 
     pub fn micro_usd_per_million(self) -> i64 {
@@ -35,7 +39,11 @@ impl Price {
         let digits = format!("{:013}", self.0);
         let (whole, fraction) = digits.split_at(digits.len() - 12);
         let fraction = fraction.trim_end_matches('0');
-        if fraction.is_empty() { whole.to_owned() } else { format!("{whole}.{fraction}") }
+        if fraction.is_empty() {
+            whole.to_owned()
+        } else {
+            format!("{whole}.{fraction}")
+        }
     }
 }
 
@@ -126,10 +134,23 @@ mod tests {
         // 200*3 + 600*0.3 + 200*3.75 + 100*15 = 600 + 180 + 750 + 1500 = 3030 micro-USD.
         assert_eq!(pricing.cost(&usage), MicroUsd(3_030));
 
-        let half = Usage { prompt_tokens: 1, ..Usage::default() };
-        let half_micro = Pricing { prompt: price("0.5"), ..Pricing::default() };
-        assert_eq!(half_micro.cost(&half), MicroUsd(1), "0.5 micro-USD rounds up");
-        let below = Pricing { prompt: price("0.499999"), ..Pricing::default() };
+        let half = Usage {
+            prompt_tokens: 1,
+            ..Usage::default()
+        };
+        let half_micro = Pricing {
+            prompt: price("0.5"),
+            ..Pricing::default()
+        };
+        assert_eq!(
+            half_micro.cost(&half),
+            MicroUsd(1),
+            "0.5 micro-USD rounds up"
+        );
+        let below = Pricing {
+            prompt: price("0.499999"),
+            ..Pricing::default()
+        };
         assert_eq!(below.cost(&half), MicroUsd(0));
     }
 }

@@ -54,11 +54,21 @@ pub struct Outcome<'a> {
 
 impl<'a> Outcome<'a> {
     pub fn completed(usage: &'a Usage, finish_reason: Option<&'a str>) -> Self {
-        Self { status: 200, usage: Some(usage), finish_reason, error: None }
+        Self {
+            status: 200,
+            usage: Some(usage),
+            finish_reason,
+            error: None,
+        }
     }
 
     pub fn failed(status: u16, error: &'a str) -> Self {
-        Self { status, usage: None, finish_reason: None, error: Some(error) }
+        Self {
+            status,
+            usage: None,
+            finish_reason: None,
+            error: Some(error),
+        }
     }
 }
 
@@ -94,7 +104,12 @@ impl Recorder {
         Self {
             id,
             key_hash,
-            requested_model: request.model_candidates().first().copied().unwrap_or_default().to_owned(),
+            requested_model: request
+                .model
+                .as_deref()
+                .or(request.models.first().map(String::as_str))
+                .unwrap_or_default()
+                .to_owned(),
             app,
             created_at: Utc::now(),
             started: Instant::now(),
@@ -140,8 +155,14 @@ impl Recorder {
             .iter()
             .filter(|choice| {
                 let delta = &choice.delta;
-                delta.content.as_deref().is_some_and(|text| !text.is_empty())
-                    || delta.reasoning.as_deref().is_some_and(|text| !text.is_empty())
+                delta
+                    .content
+                    .as_deref()
+                    .is_some_and(|text| !text.is_empty())
+                    || delta
+                        .reasoning
+                        .as_deref()
+                        .is_some_and(|text| !text.is_empty())
                     || delta.tool_calls.is_some()
             })
             .count() as u64;
@@ -157,7 +178,9 @@ impl Recorder {
 
     /// The usage to bill a stream by: what the upstream reported, else a local estimate.
     pub fn stream_usage(&self) -> Usage {
-        self.reported_usage.clone().unwrap_or_else(|| self.estimated_usage())
+        self.reported_usage
+            .clone()
+            .unwrap_or_else(|| self.estimated_usage())
     }
 
     /// Usage for a stream that ended without the upstream reporting it: estimated locally.
@@ -171,7 +194,9 @@ impl Recorder {
 
     /// What this usage costs at the serving endpoint's prices; nothing if nothing served.
     pub fn price(&self, usage: &Usage) -> MicroUsd {
-        self.served.as_ref().map_or(MicroUsd::ZERO, |served| served.pricing.cost(usage))
+        self.served
+            .as_ref()
+            .map_or(MicroUsd::ZERO, |served| served.pricing.cost(usage))
     }
 
     pub fn settle(mut self, outcome: Outcome<'_>) {
@@ -180,7 +205,12 @@ impl Recorder {
 
     fn write(&mut self, outcome: Outcome<'_>, cancelled: bool) {
         let Some(sink) = self.sink.take() else { return };
-        let Outcome { status, usage, finish_reason, error } = outcome;
+        let Outcome {
+            status,
+            usage,
+            finish_reason,
+            error,
+        } = outcome;
         let usage = usage.cloned().unwrap_or_default();
         // 499: the client closed the request (nginx's convention, which dashboards know).
         let status = if cancelled { 499 } else { status };
@@ -219,7 +249,10 @@ impl Recorder {
 impl Drop for Recorder {
     fn drop(&mut self) {
         if self.sink.is_some() {
-            let usage = self.reported_usage.take().unwrap_or_else(|| self.estimated_usage());
+            let usage = self
+                .reported_usage
+                .take()
+                .unwrap_or_else(|| self.estimated_usage());
             self.write(Outcome::completed(&usage, None), true);
         }
     }
@@ -232,7 +265,7 @@ fn estimate_prompt_tokens(request: &ChatRequest) -> u64 {
         .messages
         .iter()
         .filter_map(|message| message.content.as_ref())
-        .map(|content| content.text().len())
+        .map(|content| content.text_len())
         .sum();
     (characters as u64).div_ceil(4).max(1)
 }

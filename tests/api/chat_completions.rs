@@ -20,7 +20,10 @@ async fn the_mock_model_answers_with_a_generation_id_usage_and_cost(backend: Bac
         .post_chat(&json!({"model": "switchyard/echo", "messages": [{"role": "user", "content": "hello switchyard"}]}))
         .await;
     assert_eq!(response.status(), 200);
-    let header = response.headers()["x-generation-id"].to_str().unwrap().to_owned();
+    let header = response.headers()["x-generation-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let text = response.text().await.unwrap();
     let body: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(body["id"], header.as_str());
@@ -32,7 +35,10 @@ async fn the_mock_model_answers_with_a_generation_id_usage_and_cost(backend: Bac
     assert_eq!(body["usage"]["prompt_tokens"], 2);
     assert_eq!(body["usage"]["completion_tokens"], 2);
     assert_eq!(body["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
-    assert_eq!(body["usage"]["completion_tokens_details"]["reasoning_tokens"], 0);
+    assert_eq!(
+        body["usage"]["completion_tokens_details"]["reasoning_tokens"],
+        0
+    );
     // 2 tokens at $1/M + 2 tokens at $2/M = 6 micro-USD, printed exactly.
     assert!(text.contains(r#""cost":0.000006}"#), "{text}");
 }
@@ -41,7 +47,10 @@ async fn an_openai_upstream_gets_the_mapped_model_and_unknown_fields_untouched(b
     let upstream = MockUpstream::start(Behaviour::Reply { text: "Hi there" }).await;
     let app = spawn_app_with(
         backend,
-        Extra { tables: upstream_tables(&upstream, "acme", "acme/chat"), ..Extra::default() },
+        Extra {
+            tables: upstream_tables(&upstream, "acme", "acme/chat"),
+            ..Extra::default()
+        },
     )
     .await;
     let response = app
@@ -60,7 +69,10 @@ async fn an_openai_upstream_gets_the_mapped_model_and_unknown_fields_untouched(b
     assert_eq!(body["model"], "acme/chat");
     assert_eq!(body["provider"], "acme");
     assert_eq!(body["choices"][0]["message"]["content"], "Hi there");
-    assert_eq!(body["system_fingerprint"], "fp_44709d6fcb", "unknown response fields pass through");
+    assert_eq!(
+        body["system_fingerprint"], "fp_44709d6fcb",
+        "unknown response fields pass through"
+    );
     // 7 uncached prompt tokens at $3/M + 3 cached at $0.30/M + 5 completion at $15/M
     // = 21 + 0.9 + 75 = 96.9 micro-USD, rounded once to 97.
     assert!(text.contains(r#""cost":0.000097}"#), "{text}");
@@ -72,7 +84,10 @@ async fn an_openai_upstream_gets_the_mapped_model_and_unknown_fields_untouched(b
     assert_eq!(sent.body["logit_bias"]["50256"], -100);
     assert_eq!(sent.body["messages"][0]["x_custom_part"], 1);
     assert!(sent.body.get("provider").is_none() && sent.body.get("models").is_none());
-    assert_eq!(sent.authorization.as_deref(), Some("Bearer sk-upstream-secret-acme"));
+    assert_eq!(
+        sent.authorization.as_deref(),
+        Some("Bearer sk-upstream-secret-acme")
+    );
 }
 
 async fn the_generation_is_recorded_and_readable_by_its_own_key_only(backend: Backend) {
@@ -87,7 +102,10 @@ async fn the_generation_is_recorded_and_readable_by_its_own_key_only(backend: Ba
         .send()
         .await
         .unwrap();
-    let id = response.headers()["x-generation-id"].to_str().unwrap().to_owned();
+    let id = response.headers()["x-generation-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
 
     let row = app.generation_row(&id).await;
     assert_eq!(row.model, "switchyard/echo");
@@ -95,18 +113,34 @@ async fn the_generation_is_recorded_and_readable_by_its_own_key_only(backend: Ba
     assert_eq!(row.upstream_model.as_deref(), Some("echo"));
     assert_eq!(row.app_referer.as_deref(), Some("https://example.app"));
     assert_eq!(row.app_title.as_deref(), Some("Example App"));
-    assert_eq!((row.prompt_tokens, row.completion_tokens, row.cost), (3, 3, 9));
-    assert_eq!((row.status, row.streamed, row.cancelled), (200, false, false));
+    assert_eq!(
+        (row.prompt_tokens, row.completion_tokens, row.cost),
+        (3, 3, 9)
+    );
+    assert_eq!(
+        (row.status, row.streamed, row.cancelled),
+        (200, false, false)
+    );
     assert_eq!(row.finish_reason.as_deref(), Some("stop"));
 
-    let text = app.get(&format!("/v1/generation?id={id}")).await.text().await.unwrap();
+    let text = app
+        .get(&format!("/v1/generation?id={id}"))
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(text.contains(r#""total_cost":0.000009,"#), "{text}");
     let generation: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(generation["data"]["id"], id.as_str());
     assert_eq!(generation["data"]["tokens_prompt"], 3);
     assert_eq!(generation["data"]["attempts"][0]["provider"], "mock");
 
-    let other = app.state.keys.create("other", None, None, None).await.unwrap();
+    let other = app
+        .state
+        .keys
+        .create("other", None, None, None)
+        .await
+        .unwrap();
     let response = app
         .client
         .get(format!("{}/v1/generation?id={id}", app.base))

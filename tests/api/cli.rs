@@ -27,21 +27,47 @@ fn stdout(output: &Output) -> String {
 #[test]
 fn keys_are_created_listed_and_disabled_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
-    let created = switchyard(dir.path(), &["keys", "create", "--name", "ci", "--limit", "12.5", "--limit-reset", "monthly"]);
+    let created = switchyard(
+        dir.path(),
+        &[
+            "keys",
+            "create",
+            "--name",
+            "ci",
+            "--limit",
+            "12.5",
+            "--limit-reset",
+            "monthly",
+        ],
+    );
     let key = stdout(&created).trim().to_owned();
     assert!(key.starts_with("sk-sy-") && key.len() > 40, "{key}");
-    assert!(dir.path().join("switchyard.db").exists(), "the embedded default uses ./switchyard.db");
+    assert!(
+        dir.path().join("switchyard.db").exists(),
+        "the embedded default uses ./switchyard.db"
+    );
 
     let listed = stdout(&switchyard(dir.path(), &["keys", "list"]));
-    let line = listed.lines().find(|line| line.contains("\tci\t")).expect("the key is listed");
-    assert!(!line.contains(&key), "the secret is never shown again: {line}");
+    let line = listed
+        .lines()
+        .find(|line| line.contains("\tci\t"))
+        .expect("the key is listed");
+    assert!(
+        !line.contains(&key),
+        "the secret is never shown again: {line}"
+    );
     let hash = line.split('\t').next().unwrap().to_owned();
     assert_eq!(hash.len(), 64, "lines start with the key's hash: {line}");
     assert!(line.contains("12.5") && line.contains("enabled"), "{line}");
 
     switchyard(dir.path(), &["keys", "disable", &hash]);
     let listed = stdout(&switchyard(dir.path(), &["keys", "list"]));
-    assert!(listed.lines().any(|line| line.starts_with(&hash) && line.contains("disabled")), "{listed}");
+    assert!(
+        listed
+            .lines()
+            .any(|line| line.starts_with(&hash) && line.contains("disabled")),
+        "{listed}"
+    );
 }
 
 #[test]
@@ -49,9 +75,15 @@ fn migrate_and_models_work_on_the_embedded_default() {
     let dir = tempfile::tempdir().unwrap();
     switchyard(dir.path(), &["migrate"]);
     let models = stdout(&switchyard(dir.path(), &["models"]));
-    let echo = models.lines().find(|line| line.starts_with("switchyard/echo")).expect("the mock model");
+    let echo = models
+        .lines()
+        .find(|line| line.starts_with("switchyard/echo"))
+        .expect("the mock model");
     assert!(echo.contains("mock") && echo.contains("echo"), "{echo}");
-    assert!(!models.contains("openai/gpt-4o"), "providers without keys serve nothing: {models}");
+    assert!(
+        !models.contains("openai/gpt-4o"),
+        "providers without keys serve nothing: {models}"
+    );
 }
 
 #[test]
@@ -65,6 +97,11 @@ fn the_embedded_default_adds_providers_whose_key_is_in_the_environment() {
         .output()
         .unwrap();
     let models = stdout(&output);
-    assert!(models.lines().any(|line| line.starts_with("openai/gpt-4o ") && line.contains("openai")), "{models}");
+    assert!(
+        models
+            .lines()
+            .any(|line| line.starts_with("openai/gpt-4o ") && line.contains("openai")),
+        "{models}"
+    );
     assert!(!models.contains("sk-from-env"));
 }

@@ -39,15 +39,27 @@ async fn expect_error(response: reqwest::Response, status: u16) -> Value {
     let body: Value = response.json().await.unwrap();
     let error = &body["error"];
     assert_eq!(error["code"], status, "{body}");
-    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
     assert!(error["type"].is_string(), "{body}");
     error.clone()
 }
 
 async fn malformed_json_is_a_400(backend: Backend) {
     let app = spawn_app(backend).await;
-    let error = expect_error(post_raw(&app, r#"{"model": "switchyard/echo", "messages": ["#).await, 400).await;
-    assert!(error["message"].as_str().unwrap().contains("invalid request body"));
+    let error = expect_error(
+        post_raw(&app, r#"{"model": "switchyard/echo", "messages": ["#).await,
+        400,
+    )
+    .await;
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid request body")
+    );
     expect_error(post_raw(&app, "").await, 400).await;
 }
 
@@ -72,7 +84,11 @@ async fn missing_messages_is_a_400(backend: Backend) {
 
 async fn an_unknown_model_is_a_404(backend: Backend) {
     let app = spawn_app(backend).await;
-    let response = app.post_chat(&json!({"model": "nope/nothing", "messages": [{"role": "user", "content": "hi"}]})).await;
+    let response = app
+        .post_chat(
+            &json!({"model": "nope/nothing", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
     let error = expect_error(response, 404).await;
     assert!(error["message"].as_str().unwrap().contains("nope/nothing"));
 }
@@ -83,20 +99,54 @@ async fn missing_invalid_and_disabled_keys_are_401(backend: Backend) {
     let url = format!("{}/v1/chat/completions", app.base);
     let missing = app.client.post(&url).json(&body).send().await.unwrap();
     expect_error(missing, 401).await;
-    let invalid = app.client.post(&url).bearer_auth("sk-sy-not-a-real-key").json(&body).send().await.unwrap();
+    let invalid = app
+        .client
+        .post(&url)
+        .bearer_auth("sk-sy-not-a-real-key")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     expect_error(invalid, 401).await;
 
-    let disabled = app.state.keys.create("to-disable", None, None, None).await.unwrap();
-    app.state.store.set_key_disabled(&disabled.row.hash, true).await.unwrap();
-    let response = app.client.post(&url).bearer_auth(&disabled.key).json(&body).send().await.unwrap();
+    let disabled = app
+        .state
+        .keys
+        .create("to-disable", None, None, None)
+        .await
+        .unwrap();
+    app.state
+        .store
+        .set_key_disabled(&disabled.row.hash, true)
+        .await
+        .unwrap();
+    let response = app
+        .client
+        .post(&url)
+        .bearer_auth(&disabled.key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     let error = expect_error(response, 401).await;
     assert!(error["message"].as_str().unwrap().contains("disabled"));
 }
 
 async fn a_body_over_the_limit_is_a_413(backend: Backend) {
-    let app = spawn_app_with(backend, Extra { server: r#"max_body = "1KiB""#, ..Extra::default() }).await;
+    let app = spawn_app_with(
+        backend,
+        Extra {
+            server: r#"max_body = "1KiB""#,
+            ..Extra::default()
+        },
+    )
+    .await;
     let big = "x".repeat(4096);
-    let response = app.post_chat(&json!({"model": "switchyard/echo", "messages": [{"role": "user", "content": big}]})).await;
+    let response = app
+        .post_chat(
+            &json!({"model": "switchyard/echo", "messages": [{"role": "user", "content": big}]}),
+        )
+        .await;
     expect_error(response, 413).await;
 }
 
@@ -104,29 +154,46 @@ async fn upstream_errors_are_mapped_never_passed_raw(backend: Backend) {
     let upstream = MockUpstream::start(Behaviour::Reply { text: "unused" }).await;
     let app = spawn_app_with(
         backend,
-        Extra { tables: upstream_tables(&upstream, "acme", "acme/chat"), ..Extra::default() },
+        Extra {
+            tables: upstream_tables(&upstream, "acme", "acme/chat"),
+            ..Extra::default()
+        },
     )
     .await;
     let request = json!({"model": "acme/chat", "messages": [{"role": "user", "content": "hi"}]});
     let cases: [(u16, &str, u16); 5] = [
         (400, "Invalid value for 'temperature'", 400),
-        (401, "Incorrect API key provided: sk-upstream-secret-acme", 502),
+        (
+            401,
+            "Incorrect API key provided: sk-upstream-secret-acme",
+            502,
+        ),
         (500, "stack trace at db-primary-7", 502),
         (503, "overloaded cluster eu-3", 502),
         (429, "Rate limit reached for org-123", 429),
     ];
     for (upstream_status, message, expected) in cases {
-        upstream.set(Behaviour::Fail { status: upstream_status, message, retry_after: Some("7") });
+        upstream.set(Behaviour::Fail {
+            status: upstream_status,
+            message,
+            retry_after: Some("7"),
+        });
         let response = app.post_chat(&request).await;
         let retry_after = response.headers().get("retry-after").cloned();
         let error = expect_error(response, expected).await;
         let text = error.to_string();
         assert!(!text.contains("sk-upstream-secret"), "{text}");
         if expected >= 500 {
-            assert!(!text.contains(message), "5xx must not carry the upstream body: {text}");
+            assert!(
+                !text.contains(message),
+                "5xx must not carry the upstream body: {text}"
+            );
         }
         if expected == 400 {
-            assert!(text.contains("temperature"), "the caller's mistake is explained: {text}");
+            assert!(
+                text.contains("temperature"),
+                "the caller's mistake is explained: {text}"
+            );
         }
         if expected == 429 {
             assert_eq!(retry_after.unwrap(), "7");
@@ -136,16 +203,31 @@ async fn upstream_errors_are_mapped_never_passed_raw(backend: Backend) {
 
 async fn an_upstream_that_never_answers_times_out_with_408(backend: Backend) {
     let upstream = MockUpstream::start(Behaviour::Hang).await;
-    let tables = upstream_tables(&upstream, "acme", "acme/chat")
-        .replace(r#"first_token_timeout = "2s""#, r#"first_token_timeout = "200ms""#);
-    let app = spawn_app_with(backend, Extra { tables, ..Extra::default() }).await;
-    let response = app.post_chat(&json!({"model": "acme/chat", "messages": [{"role": "user", "content": "hi"}]})).await;
+    let tables = upstream_tables(&upstream, "acme", "acme/chat").replace(
+        r#"first_token_timeout = "2s""#,
+        r#"first_token_timeout = "200ms""#,
+    );
+    let app = spawn_app_with(
+        backend,
+        Extra {
+            tables,
+            ..Extra::default()
+        },
+    )
+    .await;
+    let response = app
+        .post_chat(&json!({"model": "acme/chat", "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
     expect_error(response, 408).await;
 }
 
 async fn a_refused_connection_is_a_502(backend: Backend) {
     // Bind a port, then free it: nothing listens there any more.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let tables = format!(
         r#"
 [[providers]]
@@ -163,11 +245,23 @@ id = "gone/model"
   completion = "1"
 "#
     );
-    let app = spawn_app_with(backend, Extra { tables, ..Extra::default() }).await;
-    let response = app.post_chat(&json!({"model": "gone/model", "messages": [{"role": "user", "content": "hi"}]})).await;
+    let app = spawn_app_with(
+        backend,
+        Extra {
+            tables,
+            ..Extra::default()
+        },
+    )
+    .await;
+    let response = app
+        .post_chat(&json!({"model": "gone/model", "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
     let error = expect_error(response, 502).await;
     let text = error.to_string();
-    assert!(!text.contains("sk-secret-gone") && !text.contains(&port.to_string()), "{text}");
+    assert!(
+        !text.contains("sk-secret-gone") && !text.contains(&port.to_string()),
+        "{text}"
+    );
 }
 
 async fn an_unknown_path_is_a_404_in_the_error_shape(backend: Backend) {

@@ -82,12 +82,20 @@ context_length = 128000
         server = extra.server,
         tables = extra.tables,
     );
-    let config = switchyard::config::from_text(&text, "test config", &|_| None).expect("test config is valid");
-    let loaded = LoadedConfig { config, source: ConfigSource::EmbeddedDefault };
+    let config = switchyard::config::from_text(&text, "test config", &|_| None)
+        .expect("test config is valid");
+    let loaded = LoadedConfig {
+        config,
+        source: ConfigSource::EmbeddedDefault,
+    };
     let app = App::build(loaded).await.expect("the app builds");
     let base = format!("http://127.0.0.1:{}", app.port());
     let state = app.state().clone();
-    let created = state.keys.create("test", None, None, None).await.expect("a key is created");
+    let created = state
+        .keys
+        .create("test", None, None, None)
+        .await
+        .expect("a key is created");
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
@@ -159,7 +167,12 @@ impl TestApp {
 
     pub async fn generation_row(&self, id: &str) -> GenerationRow {
         self.flush().await;
-        self.state.store.generation(id, &self.key_hash).await.unwrap().expect("the generation is recorded")
+        self.state
+            .store
+            .generation(id, &self.key_hash)
+            .await
+            .unwrap()
+            .expect("the generation is recorded")
     }
 
     /// Stops the server the way SIGTERM does, and waits until it has drained.
@@ -182,7 +195,11 @@ pub fn parse_sse(text: &str) -> Vec<Value> {
     text.split("\n\n")
         .filter_map(|event| event.strip_prefix("data: "))
         .map(|data| {
-            if data == "[DONE]" { Value::String("[DONE]".into()) } else { serde_json::from_str(data).unwrap() }
+            if data == "[DONE]" {
+                Value::String("[DONE]".into())
+            } else {
+                serde_json::from_str(data).unwrap()
+            }
         })
         .collect()
 }

@@ -4,13 +4,21 @@ use crate::db::Backend;
 use crate::helpers::spawn_app;
 use crate::on_both_backends;
 
-on_both_backends!(models_list_openai_and_openrouter_fields, health_endpoints_answer);
+on_both_backends!(
+    models_list_openai_and_openrouter_fields,
+    health_endpoints_answer
+);
 
 async fn models_list_openai_and_openrouter_fields(backend: Backend) {
     let app = spawn_app(backend).await;
     let body: serde_json::Value = app.get("/v1/models").await.json().await.unwrap();
     assert_eq!(body["object"], "list");
-    let echo = body["data"].as_array().unwrap().iter().find(|m| m["id"] == "switchyard/echo").unwrap();
+    let echo = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "switchyard/echo")
+        .unwrap();
     assert_eq!(echo["object"], "model");
     assert_eq!(echo["owned_by"], "switchyard");
     assert!(echo["created"].is_i64());
@@ -18,7 +26,13 @@ async fn models_list_openai_and_openrouter_fields(backend: Backend) {
     assert_eq!(echo["pricing"]["prompt"], "0.000001");
     assert_eq!(echo["pricing"]["completion"], "0.000002");
     assert_eq!(echo["top_provider"]["max_completion_tokens"], 16384);
-    assert!(echo["supported_parameters"].as_array().unwrap().iter().any(|p| p == "max_tokens"));
+    assert!(
+        echo["supported_parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "max_tokens")
+    );
 }
 
 async fn health_endpoints_answer(backend: Backend) {

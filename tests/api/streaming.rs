@@ -5,7 +5,9 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use crate::db::Backend;
-use crate::helpers::{Extra, TestApp, parse_sse, spawn_app, spawn_app_with, sse_events, upstream_tables};
+use crate::helpers::{
+    Extra, TestApp, parse_sse, spawn_app, spawn_app_with, sse_events, upstream_tables,
+};
 use crate::on_both_backends;
 use crate::upstream::{Behaviour, MockUpstream};
 
@@ -52,9 +54,15 @@ async fn a_stream_ends_with_a_usage_chunk_and_done(backend: Backend) {
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     assert_eq!(response.headers()["x-accel-buffering"], "no");
-    let id = response.headers()["x-generation-id"].to_str().unwrap().to_owned();
+    let id = response.headers()["x-generation-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let text = response.text().await.unwrap();
-    assert!(text.contains(r#""cost":0.000006}"#), "cost is exact decimal text: {text}");
+    assert!(
+        text.contains(r#""cost":0.000006}"#),
+        "cost is exact decimal text: {text}"
+    );
     let events = parse_sse(&text);
 
     assert_eq!(events.last().unwrap(), "[DONE]");
@@ -78,8 +86,11 @@ async fn a_stream_ends_with_a_usage_chunk_and_done(backend: Backend) {
 }
 
 async fn each_upstream_event_is_forwarded_as_soon_as_it_arrives(backend: Backend) {
-    let upstream =
-        MockUpstream::start(Behaviour::Stream { deltas: vec!["Hel", "lo"], gates: vec![2] }).await;
+    let upstream = MockUpstream::start(Behaviour::Stream {
+        deltas: vec!["Hel", "lo"],
+        gates: vec![2],
+    })
+    .await;
     let app = app_with(backend, &upstream, "").await;
     let response = app.post_chat(&stream_request("acme/chat")).await;
     assert_eq!(response.status(), 200);
@@ -91,15 +102,25 @@ async fn each_upstream_event_is_forwarded_as_soon_as_it_arrives(backend: Backend
     upstream.release();
     read_until(&mut body, &mut seen, "[DONE]").await;
     assert!(seen.contains("\"lo\""));
-    assert_eq!(upstream.received()[0].body["stream_options"]["include_usage"], true);
+    assert_eq!(
+        upstream.received()[0].body["stream_options"]["include_usage"],
+        true
+    );
 }
 
 async fn keep_alive_comments_flow_while_the_first_token_is_awaited(backend: Backend) {
-    let upstream =
-        MockUpstream::start(Behaviour::Stream { deltas: vec!["late"], gates: vec![0] }).await;
+    let upstream = MockUpstream::start(Behaviour::Stream {
+        deltas: vec!["late"],
+        gates: vec![0],
+    })
+    .await;
     let app = app_with(backend, &upstream, r#"sse_keepalive = "50ms""#).await;
     let response = app.post_chat(&stream_request("acme/chat")).await;
-    assert_eq!(response.status(), 200, "the head is committed once the keep-alive interval passes");
+    assert_eq!(
+        response.status(),
+        200,
+        "the head is committed once the keep-alive interval passes"
+    );
     let mut body = response.bytes_stream();
     let mut seen = String::new();
     read_until(&mut body, &mut seen, ": keep-alive\n\n").await;
@@ -109,14 +130,23 @@ async fn keep_alive_comments_flow_while_the_first_token_is_awaited(backend: Back
 }
 
 async fn an_upstream_that_dies_mid_stream_ends_with_an_error_chunk_and_done(backend: Backend) {
-    let upstream = MockUpstream::start(Behaviour::DieMidStream { deltas: vec!["par", "tial"] }).await;
+    let upstream = MockUpstream::start(Behaviour::DieMidStream {
+        deltas: vec!["par", "tial"],
+    })
+    .await;
     let app = app_with(backend, &upstream, "").await;
     let response = app.post_chat(&stream_request("acme/chat")).await;
     assert_eq!(response.status(), 200);
-    let id = response.headers()["x-generation-id"].to_str().unwrap().to_owned();
+    let id = response.headers()["x-generation-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let events = sse_events(response).await;
     assert_eq!(events.last().unwrap(), "[DONE]");
-    let error = events.iter().find(|event| event.get("error").is_some()).expect("an error chunk");
+    let error = events
+        .iter()
+        .find(|event| event.get("error").is_some())
+        .expect("an error chunk");
     assert_eq!(error["choices"][0]["finish_reason"], "error");
     assert_eq!(error["error"]["code"], 502);
     let row = app.generation_row(&id).await;
@@ -129,9 +159,17 @@ async fn an_in_stream_upstream_error_becomes_an_error_chunk(backend: Backend) {
     let app = app_with(backend, &upstream, "").await;
     let events = sse_events(app.post_chat(&stream_request("acme/chat")).await).await;
     assert_eq!(events.last().unwrap(), "[DONE]");
-    let error = events.iter().find(|event| event.get("error").is_some()).expect("an error chunk");
+    let error = events
+        .iter()
+        .find(|event| event.get("error").is_some())
+        .expect("an error chunk");
     assert_eq!(error["choices"][0]["finish_reason"], "error");
-    assert!(!error["error"]["message"].as_str().unwrap().contains("processing your request"));
+    assert!(
+        !error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("processing your request")
+    );
 }
 
 async fn a_failure_before_the_first_byte_is_a_real_http_error(backend: Backend) {
@@ -150,11 +188,16 @@ async fn a_failure_before_the_first_byte_is_a_real_http_error(backend: Backend) 
     assert!(!body.to_string().contains("internal details"));
 }
 
-async fn a_client_that_hangs_up_cancels_the_upstream_and_is_billed_for_what_it_got(backend: Backend) {
+async fn a_client_that_hangs_up_cancels_the_upstream_and_is_billed_for_what_it_got(
+    backend: Backend,
+) {
     let upstream = MockUpstream::start(Behaviour::Endless).await;
     let app = app_with(backend, &upstream, "").await;
     let response = app.post_chat(&stream_request("acme/chat")).await;
-    let id = response.headers()["x-generation-id"].to_str().unwrap().to_owned();
+    let id = response.headers()["x-generation-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let mut body = response.bytes_stream();
     let mut seen = String::new();
     read_until(&mut body, &mut seen, "\"first\"").await;
@@ -166,7 +209,13 @@ async fn a_client_that_hangs_up_cancels_the_upstream_and_is_billed_for_what_it_g
     let row = tokio::time::timeout(std::time::Duration::from_secs(10), async {
         loop {
             app.flush().await;
-            if let Some(row) = app.state.store.generation(&id, &app.key_hash).await.unwrap() {
+            if let Some(row) = app
+                .state
+                .store
+                .generation(&id, &app.key_hash)
+                .await
+                .unwrap()
+            {
                 break row;
             }
             tokio::task::yield_now().await;
@@ -175,16 +224,25 @@ async fn a_client_that_hangs_up_cancels_the_upstream_and_is_billed_for_what_it_g
     .await
     .expect("the cancelled generation is recorded");
     assert!(row.cancelled);
-    assert!(row.completion_tokens >= 1, "the deltas that reached the client are billed");
+    assert!(
+        row.completion_tokens >= 1,
+        "the deltas that reached the client are billed"
+    );
     assert!(row.cost > 0);
 }
 
 async fn shutdown_finishes_in_flight_streams_and_writes_their_rows(backend: Backend) {
-    let upstream =
-        MockUpstream::start(Behaviour::Stream { deltas: vec!["a", "b"], gates: vec![2] }).await;
+    let upstream = MockUpstream::start(Behaviour::Stream {
+        deltas: vec!["a", "b"],
+        gates: vec![2],
+    })
+    .await;
     let app = app_with(backend, &upstream, "").await;
     let response = app.post_chat(&stream_request("acme/chat")).await;
-    let id = response.headers()["x-generation-id"].to_str().unwrap().to_owned();
+    let id = response.headers()["x-generation-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let mut body = response.bytes_stream();
     let mut seen = String::new();
     read_until(&mut body, &mut seen, "\"a\"").await;
@@ -196,6 +254,10 @@ async fn shutdown_finishes_in_flight_streams_and_writes_their_rows(backend: Back
     read_until(&mut body, &mut seen, "[DONE]").await;
     drop(body);
     stopping.await.unwrap();
-    let row = store.generation(&id, &key_hash).await.unwrap().expect("written before exit");
+    let row = store
+        .generation(&id, &key_hash)
+        .await
+        .unwrap()
+        .expect("written before exit");
     assert_eq!(row.completion_tokens, 2);
 }

@@ -21,13 +21,20 @@ pub enum Behaviour {
     /// A normal completion saying `text`, with usage 10 prompt / 5 completion (3 cached).
     Reply { text: &'static str },
     /// The given status with an OpenAI error body.
-    Fail { status: u16, message: &'static str, retry_after: Option<&'static str> },
+    Fail {
+        status: u16,
+        message: &'static str,
+        retry_after: Option<&'static str>,
+    },
     /// Never answers.
     Hang,
     /// A role chunk, these deltas, then a finish chunk, a usage chunk and `[DONE]`. Before each
     /// frame whose index is in `gates` (0 is the role chunk, 1 the first delta, ...), the
     /// upstream waits for [`MockUpstream::release`].
-    Stream { deltas: Vec<&'static str>, gates: Vec<usize> },
+    Stream {
+        deltas: Vec<&'static str>,
+        gates: Vec<usize>,
+    },
     /// A role chunk and one `"first"` delta, then (once released) a `"more"` delta every few
     /// milliseconds until the gateway hangs up.
     Endless,
@@ -70,7 +77,10 @@ impl MockUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-        MockUpstream { shared, base_url: format!("http://127.0.0.1:{port}/v1") }
+        MockUpstream {
+            shared,
+            base_url: format!("http://127.0.0.1:{port}/v1"),
+        }
     }
 
     pub fn set(&self, behaviour: Behaviour) {
@@ -96,9 +106,13 @@ impl MockUpstream {
 
 async fn answer(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let body: Value = serde_json::from_slice(&body).unwrap();
-    let authorization =
-        headers.get("authorization").map(|value| value.to_str().unwrap().to_owned());
-    shared.received.lock().unwrap().push(Received { body: body.clone(), authorization });
+    let authorization = headers
+        .get("authorization")
+        .map(|value| value.to_str().unwrap().to_owned());
+    shared.received.lock().unwrap().push(Received {
+        body: body.clone(),
+        authorization,
+    });
     let model = body["model"].as_str().unwrap_or_default().to_owned();
     let behaviour = shared.behaviour.lock().unwrap().clone();
     match behaviour {
@@ -167,7 +181,10 @@ fn stream_frames(
     ending: Ending,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send {
     async_stream(move |tx| async move {
-        let mut alarm = DropAlarm { shared: shared.clone(), armed: true };
+        let mut alarm = DropAlarm {
+            shared: shared.clone(),
+            armed: true,
+        };
         let gate = |index: usize| {
             let shared = shared.clone();
             let gated = gates.contains(&index);
@@ -178,32 +195,50 @@ fn stream_frames(
             }
         };
         gate(0).await;
-        let role = chunk(&model, json!({"role": "assistant", "content": ""}), Value::Null);
+        let role = chunk(
+            &model,
+            json!({"role": "assistant", "content": ""}),
+            Value::Null,
+        );
         tx.send(Ok(role)).await.ok();
         for (index, delta) in deltas.iter().enumerate() {
             gate(index + 1).await;
-            if tx.send(Ok(chunk(&model, json!({"content": delta}), Value::Null))).await.is_err() {
+            if tx
+                .send(Ok(chunk(&model, json!({"content": delta}), Value::Null)))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
         match ending {
             Ending::Break => {
                 alarm.armed = false;
-                tx.send(Err(std::io::Error::other("upstream died"))).await.ok();
+                tx.send(Err(std::io::Error::other("upstream died")))
+                    .await
+                    .ok();
                 return;
             }
             Ending::Error => {
                 let error = json!({"error": {"message": "The server had an error while processing your request.", "type": "server_error", "param": null, "code": null}});
-                tx.send(Ok(Bytes::from(format!("data: {error}\n\n")))).await.ok();
+                tx.send(Ok(Bytes::from(format!("data: {error}\n\n"))))
+                    .await
+                    .ok();
                 alarm.armed = false;
                 return;
             }
             Ending::Done => {}
         }
-        tx.send(Ok(chunk(&model, json!({}), json!("stop")))).await.ok();
+        tx.send(Ok(chunk(&model, json!({}), json!("stop"))))
+            .await
+            .ok();
         let usage = json!({"id": "chatcmpl-123", "object": "chat.completion.chunk", "created": 1_700_000_000,
             "model": model, "choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": deltas.len(), "total_tokens": 10 + deltas.len()}});
-        tx.send(Ok(Bytes::from(format!("data: {usage}\n\ndata: [DONE]\n\n")))).await.ok();
+        tx.send(Ok(Bytes::from(format!(
+            "data: {usage}\n\ndata: [DONE]\n\n"
+        ))))
+        .await
+        .ok();
         alarm.armed = false;
     })
 }
@@ -213,12 +248,27 @@ fn endless_frames(
     model: String,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send {
     async_stream(move |tx| async move {
-        let _alarm = DropAlarm { shared: shared.clone(), armed: true };
-        tx.send(Ok(chunk(&model, json!({"role": "assistant", "content": ""}), Value::Null))).await.ok();
-        tx.send(Ok(chunk(&model, json!({"content": "first"}), Value::Null))).await.ok();
+        let _alarm = DropAlarm {
+            shared: shared.clone(),
+            armed: true,
+        };
+        tx.send(Ok(chunk(
+            &model,
+            json!({"role": "assistant", "content": ""}),
+            Value::Null,
+        )))
+        .await
+        .ok();
+        tx.send(Ok(chunk(&model, json!({"content": "first"}), Value::Null)))
+            .await
+            .ok();
         shared.gate.acquire().await.unwrap().forget();
         loop {
-            if tx.send(Ok(chunk(&model, json!({"content": "more"}), Value::Null))).await.is_err() {
+            if tx
+                .send(Ok(chunk(&model, json!({"content": "more"}), Value::Null)))
+                .await
+                .is_err()
+            {
                 return;
             }
             // Paced like a real model, so the gateway's hang-up is noticed mid-stream.
@@ -229,7 +279,9 @@ fn endless_frames(
 
 /// A stream fed by a task through a channel of capacity 1, so the task runs only as fast as
 /// the gateway reads; the task (and its alarm) is dropped when the body is.
-fn async_stream<F, Fut>(produce: F) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send
+fn async_stream<F, Fut>(
+    produce: F,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send
 where
     F: FnOnce(tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -250,8 +302,12 @@ impl Drop for AbortOnDrop {
     }
 }
 
-fn sse(frames: impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static) -> Response {
+fn sse(
+    frames: impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+) -> Response {
     let mut response = Body::from_stream(frames).into_response();
-    response.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+    response
+        .headers_mut()
+        .insert("content-type", "text/event-stream".parse().unwrap());
     response
 }

@@ -144,6 +144,8 @@ def _start(binary: Path, directory: Path, config: Path, port: int, key: str):
             stdout=sink,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            # Debug logs, so the test that looks for leaked keys reads everything it could leak.
+            env={**os.environ, "RUST_LOG": "debug,hyper=info,h2=info,sqlx=info"},
         )
     gateway = Gateway(port=port, key=key, log=log)
     deadline = time.monotonic() + READY_TIMEOUT_S

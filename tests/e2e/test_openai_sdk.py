@@ -14,6 +14,7 @@ from openai import OpenAI
 from conftest import Gateway
 
 MODEL = "switchyard/echo"
+BAD_KEY = "sk-sy-not-a-real-key"
 PROMPT = "the quick brown fox jumps over the lazy dog"
 
 
@@ -110,7 +111,7 @@ def test_models_list_contains_the_echo_model(client: OpenAI) -> None:
 
 
 def test_a_bad_key_raises_authentication_error(gateway: Gateway) -> None:
-    with OpenAI(base_url=gateway.base_url, api_key="sk-sy-not-a-real-key", max_retries=0) as c:
+    with OpenAI(base_url=gateway.base_url, api_key=BAD_KEY, max_retries=0) as c:
         with pytest.raises(openai.AuthenticationError) as raised:
             c.chat.completions.create(model=MODEL, messages=ask())
     assert raised.value.status_code == 401
@@ -146,6 +147,22 @@ def test_a_body_that_is_not_json_gets_a_400_in_the_error_shape(gateway: Gateway)
     assert error["code"] == 400
     assert isinstance(error["message"], str) and error["message"]
     assert isinstance(error["type"], str)
+
+
+def test_the_api_v1_prefix_serves_the_same_api(gateway: Gateway) -> None:
+    with OpenAI(
+        base_url=f"{gateway.root}/api/v1", api_key=gateway.key, max_retries=0, timeout=15
+    ) as c:
+        completion = c.chat.completions.create(model=MODEL, messages=ask("via api"))
+    assert completion.choices[0].message.content == "via api"
+
+
+# Named to run last in this file: it reads the log the tests above made the server write.
+def test_zz_keys_never_appear_in_the_server_log(gateway: Gateway) -> None:
+    log = gateway.log.read_text(errors="replace")
+    assert gateway.key not in log
+    assert gateway.key[len("sk-sy-") :] not in log
+    assert BAD_KEY not in log
 
 
 def post_raw(gateway: Gateway, path: str, body: bytes) -> tuple[int, dict]:
