@@ -77,7 +77,7 @@ pub struct Target<'a> {
 pub enum UpstreamRequest {
     /// An HTTP `POST` to the provider.
     Http {
-        url: String,
+        url: url::Url,
         headers: Vec<(HeaderName, HeaderValue)>,
         body: Bytes,
         stream: bool,

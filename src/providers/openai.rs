@@ -14,7 +14,8 @@ use super::{
 use crate::openai::{ChatChunk, ChatRequest, ChatResponse, Message};
 
 pub(super) struct OpenAi {
-    chat_url: String,
+    /// Parsed once: parsing a URL (with IDNA) per request is measurable on the hot path.
+    chat_url: url::Url,
     authorization: Option<HeaderValue>,
 }
 
@@ -30,6 +31,8 @@ impl OpenAi {
             })
             .transpose()?;
         let chat_url = format!("{}/chat/completions", base_url.trim_end_matches('/'));
+        let chat_url = url::Url::parse(&chat_url)
+            .map_err(|error| ProviderError::Unsupported(format!("invalid base_url: {error}")))?;
         Ok(Self {
             chat_url,
             authorization,

@@ -270,13 +270,50 @@ fn estimate_prompt_tokens(request: &ChatRequest) -> u64 {
     (characters as u64).div_ceil(4).max(1)
 }
 
-/// A fresh `gen-…` id: 24 random base62 characters.
+/// Base62 digits in ASCII order, so ids compare as text in the order of their numbers.
+const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+const TIME_DIGITS: usize = 8;
+const RANDOM_DIGITS: usize = 16;
+
+/// A fresh `gen-…` id: 8 base62 digits of the Unix time in milliseconds, then 16 random ones.
+/// Time first (as OpenRouter's ids are) makes ids sort by creation, so the primary-key index
+/// grows at its end instead of rewriting random pages on every batch.
 pub fn new_generation_id() -> Arc<str> {
+    let millis = u64::try_from(Utc::now().timestamp_millis()).unwrap_or_default();
+    new_generation_id_at(millis)
+}
+
+fn new_generation_id_at(millis: u64) -> Arc<str> {
     use rand::Rng;
-    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut id = [0u8; 4 + TIME_DIGITS + RANDOM_DIGITS];
+    id[..4].copy_from_slice(b"gen-");
+    let mut rest = millis;
+    for digit in id[4..4 + TIME_DIGITS].iter_mut().rev() {
+        *digit = BASE62[(rest % 62) as usize];
+        rest /= 62;
+    }
     let mut rng = rand::rng();
-    let mut id = String::with_capacity(28);
-    id.push_str("gen-");
-    id.extend((0..24).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])));
-    Arc::from(id)
+    for digit in &mut id[4 + TIME_DIGITS..] {
+        *digit = BASE62[rng.random_range(0..BASE62.len())];
+    }
+    Arc::from(String::from_utf8_lossy(&id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generation_ids_sort_by_creation_time() {
+        let earlier = new_generation_id_at(1_795_462_792_000);
+        let later = new_generation_id_at(1_795_462_792_001);
+        assert!(earlier < later, "{earlier} < {later}");
+        assert_eq!(earlier.len(), 28);
+        assert!(earlier.starts_with("gen-"));
+        assert!(
+            earlier[4..]
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric())
+        );
+    }
 }

@@ -32,10 +32,13 @@ pub fn spawn_writer(
     let (queue, inbox) = mpsc::channel(QUEUE_CAPACITY);
     let (stop, stop_signal) = oneshot::channel();
     let parked = Arc::new(Parked::default());
+    let urgent = Arc::new(Notify::new());
+    let batch_size = batch_size.max(1);
     let writer = Writer {
         store,
         inbox,
-        batch_size: batch_size.max(1),
+        urgent: Arc::clone(&urgent),
+        batch_size,
         flush_interval,
         received: Vec::new(),
         rows: Vec::new(),
@@ -45,6 +48,8 @@ pub fn spawn_writer(
     let task = tokio::spawn(writer.run(stop_signal));
     let sink = GenerationSink {
         queue,
+        urgent,
+        batch_size,
         parked: Arc::clone(&parked),
         runtime: Handle::current(),
     };
@@ -55,6 +60,9 @@ pub fn spawn_writer(
 #[derive(Clone)]
 pub struct GenerationSink {
     queue: mpsc::Sender<Message>,
+    /// Wakes the writer before its flush interval: a full batch is waiting, or a flush is asked.
+    urgent: Arc<Notify>,
+    batch_size: usize,
     parked: Arc<Parked>,
     /// Lets [`GenerationSink::record`] park a row from any thread, e.g. a guard's `Drop`.
     runtime: Handle,
@@ -89,10 +97,7 @@ struct Parked {
 impl std::fmt::Debug for GenerationSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GenerationSink")
-            .field(
-                "queued",
-                &(self.queue.max_capacity() - self.queue.capacity()),
-            )
+            .field("queued", &self.queued())
             .field("parked", &self.parked.count.load(Ordering::Relaxed))
             .finish()
     }
@@ -111,6 +116,9 @@ impl GenerationSink {
     /// its own, which is the backpressure, instead of being dropped.
     pub fn record(&self, row: GenerationRow) {
         match self.queue.try_send(Message::Row(row)) {
+            // The writer sleeps through its flush interval instead of waking for every row;
+            // only a full batch is worth waking it early.
+            Ok(()) if self.queued() >= self.batch_size => self.urgent.notify_one(),
             Ok(()) => {}
             Err(TrySendError::Full(message)) => {
                 self.parked.enter();
@@ -133,9 +141,16 @@ impl GenerationSink {
         self.parked.emptied().await;
         let (done, written) = oneshot::channel();
         if self.queue.send(Message::Flush(done)).await.is_ok() {
+            self.urgent.notify_one();
             // An error means the writer is gone, and then there is nothing left to wait for.
             let _ = written.await;
         }
+    }
+}
+
+impl GenerationSink {
+    fn queued(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
     }
 }
 
@@ -179,6 +194,7 @@ impl Parked {
 struct Writer {
     store: Store,
     inbox: mpsc::Receiver<Message>,
+    urgent: Arc<Notify>,
     batch_size: usize,
     flush_interval: Duration,
     /// Reused between receives so a steady stream of batches does not allocate.
@@ -190,33 +206,60 @@ struct Writer {
 }
 
 impl Writer {
+    /// Idle, the writer waits for a first row; once a batch has begun it sleeps until the batch's
+    /// deadline (or an urgent wake) and then takes everything queued at once, so a busy gateway
+    /// wakes it a few times a second rather than once per request.
     async fn run(mut self, mut stop: oneshot::Receiver<()>) {
         let mut handle_dropped = false;
         loop {
             let room = self.batch_size.saturating_sub(self.rows.len()).max(1);
-            let deadline = self.deadline;
-            tokio::select! {
-                signal = &mut stop, if !handle_dropped => {
-                    if signal.is_ok() {
-                        break;
+            match self.deadline {
+                None => tokio::select! {
+                    signal = &mut stop, if !handle_dropped => {
+                        if signal.is_ok() {
+                            break;
+                        }
+                        handle_dropped = true;
                     }
-                    handle_dropped = true;
-                }
-                received = self.inbox.recv_many(&mut self.received, room) => {
-                    if received == 0 {
-                        // Every sink is gone and the queue is empty.
-                        break;
+                    received = self.inbox.recv_many(&mut self.received, room) => {
+                        if received == 0 {
+                            // Every sink is gone and the queue is empty.
+                            break;
+                        }
+                        self.sort_received();
                     }
-                    self.sort_received();
-                    if self.rows.len() >= self.batch_size || !self.acks.is_empty() {
+                },
+                Some(deadline) => tokio::select! {
+                    signal = &mut stop, if !handle_dropped => {
+                        if signal.is_ok() {
+                            break;
+                        }
+                        handle_dropped = true;
+                    }
+                    () = tokio::time::sleep_until(deadline) => {
+                        self.take_ready();
                         self.write().await;
+                        continue;
                     }
-                }
-                () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)),
-                    if deadline.is_some() => self.write().await,
+                    () = self.urgent.notified() => self.take_ready(),
+                },
+            }
+            if self.rows.len() >= self.batch_size || !self.acks.is_empty() {
+                self.write().await;
             }
         }
         self.drain().await;
+    }
+
+    /// Moves what is already queued into the batch, up to a full batch, without waiting.
+    fn take_ready(&mut self) {
+        while self.rows.len() < self.batch_size {
+            match self.inbox.try_recv() {
+                Ok(message) => self.received.push(message),
+                Err(_) => break,
+            }
+        }
+        self.sort_received();
     }
 
     /// Refuses new rows, then writes everything that was queued before.
