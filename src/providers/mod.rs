@@ -77,7 +77,7 @@ pub struct Target<'a> {
 pub enum UpstreamRequest {
     /// An HTTP `POST` to the provider.
     Http {
-        url: url::Url,
+        uri: http::Uri,
         headers: Vec<(HeaderName, HeaderValue)>,
         body: Bytes,
         stream: bool,

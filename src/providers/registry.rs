@@ -23,7 +23,7 @@ pub enum RegistryError {
     #[error("provider {id:?}: {source}")]
     Adapter { id: String, source: ProviderError },
     #[error("provider {id:?}: cannot build its HTTP client: {source}")]
-    Client { id: String, source: reqwest::Error },
+    Client { id: String, source: std::io::Error },
     #[error("provider {id:?}: base_url is required for kind {kind:?}")]
     MissingBaseUrl { id: String, kind: &'static str },
 }

@@ -4,11 +4,20 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::header::RETRY_AFTER;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use tokio::time::{Instant, timeout_at};
 
 use super::sse::{SseEvent, SseParser};
 use super::{Provider, UpstreamError, UpstreamErrorKind, UpstreamRequest};
 use crate::config::ProviderConfig;
+
+type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// How long each phase of an attempt may take.
 #[derive(Debug, Clone, Copy)]
@@ -22,20 +31,36 @@ pub struct Timeouts {
 }
 
 /// A provider's connection pool and timeouts.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Upstream {
-    client: reqwest::Client,
+    client: HttpsClient,
     timeouts: Timeouts,
 }
 
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream").field("timeouts", &self.timeouts).finish()
+    }
+}
+
 impl Upstream {
-    pub fn new(config: &ProviderConfig) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            .connect_timeout(config.connect_timeout.0)
+    /// HTTPS with the bundled web PKI roots (so the binary runs on a bare image), HTTP/2 when the
+    /// provider offers it, plain HTTP for local servers.
+    pub fn new(config: &ProviderConfig) -> Result<Self, std::io::Error> {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(config.connect_timeout.0));
+        http.enforce_http(false);
+        let https = HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
-            .build()?;
+            .build(https);
         let timeouts = Timeouts {
             first_token: config.first_token_timeout.0,
             idle: config.idle_timeout.0,
@@ -60,17 +85,18 @@ impl Upstream {
         let first_token_deadline = deadline.min(started + self.timeouts.first_token);
         let (status, body) = match request {
             UpstreamRequest::Local { status, body, .. } => (status, Body::Local(Some(body))),
-            UpstreamRequest::Http {
-                url, headers, body, ..
-            } => {
-                let mut builder = self.client.post(url).body(body);
-                for (name, value) in headers {
-                    builder = builder.header(name, value);
+            UpstreamRequest::Http { uri, headers, body, .. } => {
+                let mut request = http::Request::post(uri);
+                if let Some(map) = request.headers_mut() {
+                    map.extend(headers);
                 }
-                let response = timeout_at(first_token_deadline, builder.send())
+                let request = request
+                    .body(Full::new(body))
+                    .map_err(|_| UpstreamError::new(UpstreamErrorKind::Protocol, "invalid request"))?;
+                let response = timeout_at(first_token_deadline, self.client.request(request))
                     .await
                     .map_err(|_| timed_out("waiting for the upstream's response"))?
-                    .map_err(|error| transport_error(&error))?;
+                    .map_err(|error| connection_error(&error))?;
                 (response.status(), Body::Http(response))
             }
         };
@@ -95,7 +121,7 @@ impl Upstream {
 
 #[derive(Debug)]
 enum Body {
-    Http(reqwest::Response),
+    Http(http::Response<Incoming>),
     Local(Option<Bytes>),
 }
 
@@ -115,11 +141,7 @@ impl UpstreamResponse {
         let Body::Http(response) = &self.body else {
             return None;
         };
-        let value = response
-            .headers()
-            .get(http::header::RETRY_AFTER)?
-            .to_str()
-            .ok()?;
+        let value = response.headers().get(RETRY_AFTER)?.to_str().ok()?;
         value.trim().parse::<u64>().ok().map(Duration::from_secs)
     }
 
@@ -127,10 +149,11 @@ impl UpstreamResponse {
     pub async fn bytes(self) -> Result<Bytes, UpstreamError> {
         match self.body {
             Body::Local(body) => Ok(body.unwrap_or_default()),
-            Body::Http(response) => timeout_at(self.deadline, response.bytes())
+            Body::Http(response) => timeout_at(self.deadline, response.into_body().collect())
                 .await
                 .map_err(|_| timed_out("reading the upstream's response"))?
-                .map_err(|error| transport_error(&error)),
+                .map(http_body_util::Collected::to_bytes)
+                .map_err(|_| broken()),
         }
     }
 
@@ -150,10 +173,12 @@ impl UpstreamResponse {
                     } else {
                         self.first_token_deadline
                     };
-                    match timeout_at(wait_until, response.chunk()).await {
+                    match timeout_at(wait_until, response.body_mut().frame()).await {
                         Err(_) => return Some(Err(timed_out("waiting for the next stream event"))),
-                        Ok(Err(error)) => return Some(Err(transport_error(&error))),
-                        Ok(Ok(chunk)) => chunk,
+                        Ok(Some(Err(_))) => return Some(Err(broken())),
+                        // Trailers carry no events.
+                        Ok(Some(Ok(frame))) => Some(frame.into_data().unwrap_or_default()),
+                        Ok(None) => None,
                     }
                 }
             };
@@ -172,13 +197,24 @@ fn timed_out(phase: &str) -> UpstreamError {
     )
 }
 
-/// reqwest errors can contain the URL; the message is rebuilt so nothing of it leaks.
-fn transport_error(error: &reqwest::Error) -> UpstreamError {
-    if error.is_timeout() {
-        return timed_out("connecting");
-    }
+/// Transport errors can name the host; the message is rebuilt so nothing of it leaks.
+fn connection_error(error: &hyper_util::client::legacy::Error) -> UpstreamError {
     if error.is_connect() {
+        let mut source = std::error::Error::source(error);
+        while let Some(cause) = source {
+            if cause
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+            {
+                return timed_out("connecting");
+            }
+            source = cause.source();
+        }
         return UpstreamError::new(UpstreamErrorKind::Connect, "cannot connect to the upstream");
     }
+    broken()
+}
+
+fn broken() -> UpstreamError {
     UpstreamError::new(UpstreamErrorKind::Connect, "the upstream connection failed")
 }
