@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::accounts::Keys;
@@ -21,11 +20,13 @@ use crate::routing::Catalog;
 use crate::state::AppState;
 use crate::store::Store;
 use crate::usage::writer::{WriterHandle, spawn_writer};
+use crate::workers::Workers;
 
 pub struct App {
     listener: TcpListener,
     address: SocketAddr,
-    state: AppState,
+    /// One state per serving thread: each has its own upstream connection pools.
+    states: Vec<AppState>,
     writer: WriterHandle,
     max_body: usize,
 }
@@ -40,25 +41,32 @@ impl App {
             .migrate()
             .await
             .context("cannot apply database migrations")?;
-        let registry = Registry::build(&config.providers)?;
-        let catalog = Catalog::build(&config)?;
+        let catalog = Arc::new(Catalog::build(&config)?);
         let (generations, writer) = spawn_writer(
             store.clone(),
             config.database.batch_size,
             config.database.flush_interval.0,
         );
         let max_body = config.server.max_body.0;
-        let state = AppState {
-            models: ModelList::render(&catalog),
-            chat: Chat::new(Arc::new(catalog), Arc::new(registry), generations.clone()),
-            keys: Arc::new(Keys::new(store.clone())),
-            store,
-            generations,
-            sse: SseSettings {
-                keepalive: config.server.sse_keepalive.0,
-            },
-            body_limit: BodyLimit(max_body),
-        };
+        let models = ModelList::render(&catalog);
+        let keys = Arc::new(Keys::new(store.clone()));
+        let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let states = (0..threads)
+            .map(|_| {
+                let registry = Arc::new(Registry::build(&config.providers)?);
+                Ok(AppState {
+                    models: models.clone(),
+                    chat: Chat::new(catalog.clone(), registry, generations.clone()),
+                    keys: keys.clone(),
+                    store: store.clone(),
+                    generations: generations.clone(),
+                    sse: SseSettings {
+                        keepalive: config.server.sse_keepalive.0,
+                    },
+                    body_limit: BodyLimit(max_body),
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let listener = TcpListener::bind(&config.server.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -66,7 +74,7 @@ impl App {
         Ok(App {
             listener,
             address,
-            state,
+            states,
             writer,
             max_body,
         })
@@ -80,11 +88,13 @@ impl App {
         self.address
     }
 
-    /// Shared state, for tests that create keys or wait for usage rows.
+    /// Shared state (keys, store, usage writer), for tests that create keys or wait for rows.
     pub fn state(&self) -> &AppState {
-        &self.state
+        &self.states[0]
     }
 
+    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests and
+    /// streams finish, writes every queued usage row, and returns.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -92,22 +102,36 @@ impl App {
         let App {
             listener,
             address,
-            state,
+            states,
             writer,
             max_body,
         } = self;
+        let routers = states
+            .into_iter()
+            .map(|state| routes(state, max_body))
+            .collect();
+        let mut workers = Workers::spawn(routers).context("cannot start the serving threads")?;
         tracing::info!(%address, "switchyard listening");
-        let listener = listener.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::warn!(%error, "cannot set TCP_NODELAY");
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted.and_then(|(stream, _)| stream.into_std()) {
+                    Ok(stream) => workers.hand(stream),
+                    Err(error) => {
+                        // Usually out of file descriptors: pause instead of spinning on the error.
+                        tracing::warn!(%error, "cannot accept a connection");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    }
+                },
+                () = &mut shutdown => break,
             }
-        });
-        let router = routes(state, max_body);
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        }
+        drop(listener);
+        workers.stop().await;
         writer.shutdown().await;
         tracing::info!("stopped; every usage row is written");
         Ok(())
     }
 }
+
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);

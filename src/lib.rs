@@ -16,6 +16,7 @@
 //! # Modules
 //! - [`config`]: the TOML contract, `${VAR}` substitution, the embedded default and bundled catalog.
 //! - [`app`], [`state`], [`shutdown`], [`telemetry`]: wiring, shared state, graceful stop, logs.
+//! - [`workers`]: thread-per-core serving, one single-threaded runtime per core.
 //! - [`cli`]: the `switchyard` commands.
 //! - [`error`]: [`error::ApiError`], the one client-facing error, in OpenAI's error shape.
 
@@ -34,3 +35,4 @@ pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod usage;
+pub mod workers;

@@ -4,9 +4,11 @@ use switchyard::cli::Cli;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The main runtime only accepts connections, writes usage rows and runs the CLI; requests are
+/// served on the per-core runtimes of [`switchyard::workers`].
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

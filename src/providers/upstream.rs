@@ -39,7 +39,9 @@ pub struct Upstream {
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream").field("timeouts", &self.timeouts).finish()
+        f.debug_struct("Upstream")
+            .field("timeouts", &self.timeouts)
+            .finish()
     }
 }
 
@@ -85,14 +87,16 @@ impl Upstream {
         let first_token_deadline = deadline.min(started + self.timeouts.first_token);
         let (status, body) = match request {
             UpstreamRequest::Local { status, body, .. } => (status, Body::Local(Some(body))),
-            UpstreamRequest::Http { uri, headers, body, .. } => {
+            UpstreamRequest::Http {
+                uri, headers, body, ..
+            } => {
                 let mut request = http::Request::post(uri);
                 if let Some(map) = request.headers_mut() {
                     map.extend(headers);
                 }
-                let request = request
-                    .body(Full::new(body))
-                    .map_err(|_| UpstreamError::new(UpstreamErrorKind::Protocol, "invalid request"))?;
+                let request = request.body(Full::new(body)).map_err(|_| {
+                    UpstreamError::new(UpstreamErrorKind::Protocol, "invalid request")
+                })?;
                 let response = timeout_at(first_token_deadline, self.client.request(request))
                     .await
                     .map_err(|_| timed_out("waiting for the upstream's response"))?

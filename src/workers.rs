@@ -1,0 +1,97 @@
+//! Thread-per-core serving: one acceptor hands each connection to one of N single-threaded
+//! runtimes, which serves it to its end. A request's tasks (the server connection, the handler,
+//! the upstream connection from that runtime's own pools) then wake each other on one thread,
+//! never across cores, which is most of what a proxy's CPU goes to on a small machine.
+
+use std::net::TcpStream as StdTcpStream;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+/// The serving threads, each fed connections through its own queue.
+pub struct Workers {
+    inboxes: Vec<mpsc::UnboundedSender<StdTcpStream>>,
+    finished: Vec<oneshot::Receiver<()>>,
+    next: usize,
+}
+
+impl Workers {
+    /// Starts one thread with its own runtime per router.
+    pub fn spawn(routers: Vec<Router>) -> std::io::Result<Workers> {
+        let mut workers = Workers {
+            inboxes: Vec::new(),
+            finished: Vec::new(),
+            next: 0,
+        };
+        for (index, router) in routers.into_iter().enumerate() {
+            let (inbox, connections) = mpsc::unbounded_channel();
+            let (done, finished) = oneshot::channel();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            std::thread::Builder::new()
+                .name(format!("switchyard-worker-{index}"))
+                .spawn(move || {
+                    runtime.block_on(serve(router, connections));
+                    let _ = done.send(());
+                })?;
+            workers.inboxes.push(inbox);
+            workers.finished.push(finished);
+        }
+        Ok(workers)
+    }
+
+    /// Gives a freshly accepted connection to the next worker, round robin.
+    pub fn hand(&mut self, stream: StdTcpStream) {
+        let Some(inbox) = self.inboxes.get(self.next % self.inboxes.len().max(1)) else {
+            return;
+        };
+        self.next = self.next.wrapping_add(1);
+        if inbox.send(stream).is_err() {
+            tracing::error!("a serving thread has stopped; connection dropped");
+        }
+    }
+
+    /// Stops handing out connections and waits until every worker has finished the requests it
+    /// was serving.
+    pub async fn stop(self) {
+        drop(self.inboxes);
+        for finished in self.finished {
+            // An error means the thread ended early (it panicked), which is all we wait for.
+            let _ = finished.await;
+        }
+    }
+}
+
+/// Serves connections until the acceptor stops, then lets in-flight requests finish.
+async fn serve(router: Router, mut connections: mpsc::UnboundedReceiver<StdTcpStream>) {
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    while let Some(stream) = connections.recv().await {
+        // Registers the socket with this thread's reactor, so its I/O is driven here.
+        let stream = match TcpStream::from_std(stream) {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "cannot adopt an accepted connection");
+                continue;
+            }
+        };
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::warn!(%error, "cannot set TCP_NODELAY");
+        }
+        let service = TowerToHyperService::new(router.clone());
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection.into_owned());
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        });
+    }
+    graceful.shutdown().await;
+}
