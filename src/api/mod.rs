@@ -17,13 +17,19 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 pub fn routes(state: AppState, max_body: usize) -> Router {
-    let api = Router::new()
-        .route("/chat/completions", post(chat_completions::create))
-        .route("/models", get(models::list))
-        .route("/generation", get(generation::show));
-    Router::new()
-        .nest("/v1", api.clone())
-        .nest("/api/v1", api)
+    let mut router = Router::new();
+    // Each path is registered under both prefixes at the top level rather than with `nest`,
+    // whose extra routing layer every request would pay for.
+    for prefix in ["/v1", "/api/v1"] {
+        router = router
+            .route(
+                &format!("{prefix}/chat/completions"),
+                post(chat_completions::create),
+            )
+            .route(&format!("{prefix}/models"), get(models::list))
+            .route(&format!("{prefix}/generation"), get(generation::show));
+    }
+    router
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .fallback(unknown_path)

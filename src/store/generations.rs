@@ -1,7 +1,8 @@
 //! The `generations` table: one row per request, written in batches. No pricing or HTTP here.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
-use sqlx::QueryBuilder;
 
 use super::{Pool, Store, StoreError, on_pool};
 
@@ -49,6 +50,35 @@ macro_rules! columns {
 /// thread, so one statement per row costs two thread switches per row; a few fixed sizes keep the
 /// statement texts (and so the prepared-statement cache) to three, whatever the batch size.
 const SQLITE_CHUNKS: [usize; 3] = [64, 8, 1];
+const COLUMNS: usize = 22;
+
+/// The multi-row insert for each chunk size, written once.
+static SQLITE_INSERTS: LazyLock<[String; 3]> = LazyLock::new(|| SQLITE_CHUNKS.map(sqlite_insert));
+
+fn sqlite_insert(rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|row| {
+            let placeholders: Vec<String> = (1..=COLUMNS)
+                .map(|column| format!("${}", row * COLUMNS + column))
+                .collect();
+            format!("({})", placeholders.join(", "))
+        })
+        .collect();
+    format!(
+        concat!(
+            "INSERT INTO generations (",
+            columns!(),
+            ") VALUES {} ON CONFLICT (id) DO NOTHING"
+        ),
+        values.join(", ")
+    )
+}
+
+/// The largest chunk statement that fits in `remaining` rows, with its size.
+fn sqlite_insert_for(remaining: usize) -> Option<(&'static str, usize)> {
+    let index = SQLITE_CHUNKS.iter().position(|size| *size <= remaining)?;
+    Some((SQLITE_INSERTS[index].as_str(), SQLITE_CHUNKS[index]))
+}
 
 /// A whole batch as one array per column; Postgres runs it in one round trip whatever the batch
 /// size, and the text never changes, so it is prepared once per connection.
@@ -71,37 +101,35 @@ impl Store {
             Pool::Sqlite(pool) => {
                 let mut tx = pool.begin().await?;
                 let mut rest = rows;
-                while let Some(size) = SQLITE_CHUNKS.into_iter().find(|size| *size <= rest.len()) {
+                while let Some((sql, size)) = sqlite_insert_for(rest.len()) {
                     let (chunk, tail) = rest.split_at(size);
-                    let mut insert =
-                        QueryBuilder::new(concat!("INSERT INTO generations (", columns!(), ") "));
-                    insert.push_values(chunk, |mut values, row| {
-                        values
-                            .push_bind(&row.id)
-                            .push_bind(&row.key_hash)
-                            .push_bind(&row.model)
-                            .push_bind(&row.provider)
-                            .push_bind(&row.upstream_model)
-                            .push_bind(&row.app_referer)
-                            .push_bind(&row.app_title)
-                            .push_bind(super::at_microseconds(row.created_at))
-                            .push_bind(row.latency_ms)
-                            .push_bind(row.ttft_ms)
-                            .push_bind(row.prompt_tokens)
-                            .push_bind(row.completion_tokens)
-                            .push_bind(row.cached_tokens)
-                            .push_bind(row.cache_write_tokens)
-                            .push_bind(row.reasoning_tokens)
-                            .push_bind(row.cost)
-                            .push_bind(row.status)
-                            .push_bind(&row.finish_reason)
-                            .push_bind(row.streamed)
-                            .push_bind(row.cancelled)
-                            .push_bind(&row.attempts)
-                            .push_bind(&row.error);
-                    });
-                    insert.push(" ON CONFLICT (id) DO NOTHING");
-                    insert.build().execute(&mut *tx).await?;
+                    let mut insert = sqlx::query(sql);
+                    for row in chunk {
+                        insert = insert
+                            .bind(&row.id)
+                            .bind(&row.key_hash)
+                            .bind(&row.model)
+                            .bind(&row.provider)
+                            .bind(&row.upstream_model)
+                            .bind(&row.app_referer)
+                            .bind(&row.app_title)
+                            .bind(super::at_microseconds(row.created_at))
+                            .bind(row.latency_ms)
+                            .bind(row.ttft_ms)
+                            .bind(row.prompt_tokens)
+                            .bind(row.completion_tokens)
+                            .bind(row.cached_tokens)
+                            .bind(row.cache_write_tokens)
+                            .bind(row.reasoning_tokens)
+                            .bind(row.cost)
+                            .bind(row.status)
+                            .bind(&row.finish_reason)
+                            .bind(row.streamed)
+                            .bind(row.cancelled)
+                            .bind(&row.attempts)
+                            .bind(&row.error);
+                    }
+                    insert.execute(&mut *tx).await?;
                     rest = tail;
                 }
                 tx.commit().await?;
@@ -168,8 +196,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_postgres_insert_binds_one_array_per_column() {
+    fn every_insert_binds_one_parameter_per_column_and_row() {
         let columns = columns!().split(',').count();
+        assert_eq!(columns, COLUMNS);
         assert_eq!(INSERT_UNNEST.matches('$').count(), columns);
+        for (rows, sql) in SQLITE_CHUNKS.iter().zip(SQLITE_INSERTS.iter()) {
+            assert_eq!(sql.matches('$').count(), rows * columns);
+        }
+        assert_eq!(sqlite_insert_for(70).map(|(_, size)| size), Some(64));
+        assert_eq!(sqlite_insert_for(6).map(|(_, size)| size), Some(1));
+        assert_eq!(sqlite_insert_for(0), None);
     }
 }

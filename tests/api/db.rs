@@ -3,7 +3,7 @@
 
 use sqlx::{Connection, Executor, PgConnection};
 
-/// The Postgres server tests create their databases on; `SWITCHYARD_TEST_POSTGRES` overrides it.
+/// The Postgres server tests create their databases on; `SWITCHYARD_TEST_POSTGRES_URL` overrides it.
 const DEFAULT_POSTGRES_ADMIN_URL: &str = "postgres://root@127.0.0.1:5432/test";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,14 +62,15 @@ pub async fn drop_database(url: &str) {
 }
 
 fn postgres_admin_url() -> String {
-    std::env::var("SWITCHYARD_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_POSTGRES_ADMIN_URL.into())
+    std::env::var("SWITCHYARD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| DEFAULT_POSTGRES_ADMIN_URL.into())
 }
 
 async fn admin_connection(admin: &str) -> PgConnection {
     PgConnection::connect(admin).await.unwrap_or_else(|error| {
         panic!(
             "Postgres at {admin} is unreachable ({error}); the store tests need it \
-             (set SWITCHYARD_TEST_POSTGRES to use another server)"
+             (set SWITCHYARD_TEST_POSTGRES_URL to use another server)"
         )
     })
 }
