@@ -84,10 +84,6 @@ impl App {
         self.address.port()
     }
 
-    pub fn address(&self) -> SocketAddr {
-        self.address
-    }
-
     /// Shared state (keys, store, usage writer), for tests that create keys or wait for rows.
     pub fn state(&self) -> &AppState {
         &self.states[0]

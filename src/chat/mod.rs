@@ -49,10 +49,6 @@ impl Chat {
         }
     }
 
-    pub fn catalog(&self) -> &Arc<Catalog> {
-        &self.catalog
-    }
-
     /// A non-streaming completion: the response body, ready to send.
     pub async fn complete(&self, caller: Caller, request: ChatRequest) -> Result<Bytes, ApiError> {
         let mut recorder = self.recorder(caller, &request);

@@ -100,7 +100,6 @@ impl Provider for Mock {
         Ok(UpstreamRequest::Local {
             status: StatusCode::OK,
             body,
-            stream: request.stream,
         })
     }
 

@@ -80,15 +80,10 @@ pub enum UpstreamRequest {
         uri: http::Uri,
         headers: Vec<(HeaderName, HeaderValue)>,
         body: Bytes,
-        stream: bool,
     },
     /// An answer produced in-process, in the provider's own wire format (the `mock` provider):
     /// it goes through the same decoding as a network answer.
-    Local {
-        status: StatusCode,
-        body: Bytes,
-        stream: bool,
-    },
+    Local { status: StatusCode, body: Bytes },
 }
 
 /// Translates between the canonical OpenAI types and one upstream API. Does no I/O.

@@ -203,7 +203,6 @@ impl Provider for OpenAi {
             uri: self.chat_uri.clone(),
             headers,
             body: encode_body(request, target)?,
-            stream: request.stream,
         })
     }
 

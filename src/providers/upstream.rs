@@ -21,7 +21,7 @@ type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// How long each phase of an attempt may take.
 #[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
+struct Timeouts {
     /// Request sent → response head and, for streams, the first event.
     pub first_token: Duration,
     /// The longest gap between two stream events.
@@ -69,10 +69,6 @@ impl Upstream {
             request: config.request_timeout.0,
         };
         Ok(Self { client, timeouts })
-    }
-
-    pub fn timeouts(&self) -> Timeouts {
-        self.timeouts
     }
 
     /// Sends the request and waits for the response head. A non-success status is turned into

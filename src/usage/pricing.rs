@@ -66,10 +66,6 @@ pub struct Pricing {
 }
 
 impl Pricing {
-    pub fn is_free(&self) -> bool {
-        self.prompt.is_free() && self.completion.is_free()
-    }
-
     /// The cost of one request. `prompt_tokens` includes cached and cache-write tokens (OpenAI's
     /// convention) and reasoning tokens are part of `completion_tokens`, billed at the completion
     /// price. All terms are summed exactly, then rounded once, half up, to whole micro-USD.

@@ -132,20 +132,12 @@ impl Recorder {
         &self.attempts
     }
 
-    pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
-    }
-
     pub fn attempted(&mut self, attempt: Attempt) {
         self.attempts.push(attempt);
     }
 
     pub fn served_by(&mut self, served: Served) {
         self.served = Some(served);
-    }
-
-    pub fn served(&self) -> Option<&Served> {
-        self.served.as_ref()
     }
 
     /// Counts a chunk that reaches the client, for time-to-first-token and cut-short billing.
