@@ -123,11 +123,7 @@ impl Content {
     pub fn text_len(&self) -> usize {
         match self {
             Content::Text(text) => text.len(),
-            Content::Parts(parts) => parts
-                .iter()
-                .filter_map(|part| part.get("text").and_then(Value::as_str))
-                .map(str::len)
-                .sum(),
+            Content::Parts(parts) => part_texts(parts).map(str::len).sum(),
         }
     }
 
@@ -135,13 +131,15 @@ impl Content {
     pub fn text(&self) -> String {
         match self {
             Content::Text(text) => text.clone(),
-            Content::Parts(parts) => parts
-                .iter()
-                .filter_map(|part| part.get("text").and_then(Value::as_str))
-                .collect::<Vec<_>>()
-                .join(" "),
+            Content::Parts(parts) => part_texts(parts).collect::<Vec<_>>().join(" "),
         }
     }
+}
+
+fn part_texts(parts: &[Map<String, Value>]) -> impl Iterator<Item = &str> {
+    parts
+        .iter()
+        .filter_map(|part| part.get("text").and_then(Value::as_str))
 }
 
 /// OpenRouter's `provider` object. Unknown fields are ignored, as OpenRouter does.

@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use crate::db::Backend;
-use crate::helpers::{Extra, spawn_app, spawn_app_with, upstream_tables};
+use crate::helpers::{spawn_app, spawn_app_with_tables, upstream_tables};
 use crate::on_both_backends;
 use crate::upstream::{Behaviour, MockUpstream};
 
@@ -45,14 +45,7 @@ async fn the_mock_model_answers_with_a_generation_id_usage_and_cost(backend: Bac
 
 async fn an_openai_upstream_gets_the_mapped_model_and_unknown_fields_untouched(backend: Backend) {
     let upstream = MockUpstream::start(Behaviour::Reply { text: "Hi there" }).await;
-    let app = spawn_app_with(
-        backend,
-        Extra {
-            tables: upstream_tables(&upstream, "acme", "acme/chat"),
-            ..Extra::default()
-        },
-    )
-    .await;
+    let app = spawn_app_with_tables(backend, upstream_tables(&upstream, "acme", "acme/chat")).await;
     let response = app
         .post_chat(&json!({
             "model": "acme/chat",

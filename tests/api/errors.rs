@@ -4,7 +4,9 @@
 use serde_json::{Value, json};
 
 use crate::db::Backend;
-use crate::helpers::{Extra, TestApp, spawn_app, spawn_app_with, upstream_tables};
+use crate::helpers::{
+    Extra, TestApp, spawn_app, spawn_app_with, spawn_app_with_tables, upstream_tables,
+};
 use crate::on_both_backends;
 use crate::upstream::{Behaviour, MockUpstream};
 
@@ -152,14 +154,7 @@ async fn a_body_over_the_limit_is_a_413(backend: Backend) {
 
 async fn upstream_errors_are_mapped_never_passed_raw(backend: Backend) {
     let upstream = MockUpstream::start(Behaviour::Reply { text: "unused" }).await;
-    let app = spawn_app_with(
-        backend,
-        Extra {
-            tables: upstream_tables(&upstream, "acme", "acme/chat"),
-            ..Extra::default()
-        },
-    )
-    .await;
+    let app = spawn_app_with_tables(backend, upstream_tables(&upstream, "acme", "acme/chat")).await;
     let request = json!({"model": "acme/chat", "messages": [{"role": "user", "content": "hi"}]});
     let cases: [(u16, &str, u16); 5] = [
         (400, "Invalid value for 'temperature'", 400),
@@ -207,14 +202,7 @@ async fn an_upstream_that_never_answers_times_out_with_408(backend: Backend) {
         r#"first_token_timeout = "2s""#,
         r#"first_token_timeout = "200ms""#,
     );
-    let app = spawn_app_with(
-        backend,
-        Extra {
-            tables,
-            ..Extra::default()
-        },
-    )
-    .await;
+    let app = spawn_app_with_tables(backend, tables).await;
     let response = app
         .post_chat(&json!({"model": "acme/chat", "messages": [{"role": "user", "content": "hi"}]}))
         .await;
@@ -245,14 +233,7 @@ id = "gone/model"
   completion = "1"
 "#
     );
-    let app = spawn_app_with(
-        backend,
-        Extra {
-            tables,
-            ..Extra::default()
-        },
-    )
-    .await;
+    let app = spawn_app_with_tables(backend, tables).await;
     let response = app
         .post_chat(&json!({"model": "gone/model", "messages": [{"role": "user", "content": "hi"}]}))
         .await;

@@ -111,6 +111,11 @@ context_length = 128000
     }
 }
 
+/// The app with extra config tables (providers, models) after the defaults.
+pub async fn spawn_app_with_tables(backend: Backend, tables: String) -> TestApp {
+    spawn_app_with(backend, Extra { server: "", tables }).await
+}
+
 /// Config tables for an `openai-compatible` provider at `upstream` serving `model`, with short
 /// timeouts so failure tests finish quickly.
 pub fn upstream_tables(upstream: &MockUpstream, provider: &str, model: &str) -> String {
