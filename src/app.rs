@@ -123,8 +123,9 @@ impl App {
             }
         }
         drop(listener);
-        workers.stop().await;
+        let idle = workers.stop().await;
         writer.shutdown().await;
+        idle.release();
         tracing::info!("stopped; every usage row is written");
         Ok(())
     }

@@ -17,7 +17,21 @@ use tokio::sync::{mpsc, oneshot};
 pub struct Workers {
     inboxes: Vec<mpsc::UnboundedSender<StdTcpStream>>,
     finished: Vec<oneshot::Receiver<()>>,
+    exits: Vec<oneshot::Sender<()>>,
     next: usize,
+}
+
+/// Workers that serve no more but keep their runtimes alive: database connections a worker opened
+/// are driven by its runtime, and the usage writer still needs them to flush.
+pub struct Idle {
+    exits: Vec<oneshot::Sender<()>>,
+}
+
+impl Idle {
+    /// Lets the threads end.
+    pub fn release(self) {
+        drop(self.exits);
+    }
 }
 
 impl Workers {
@@ -26,22 +40,29 @@ impl Workers {
         let mut workers = Workers {
             inboxes: Vec::new(),
             finished: Vec::new(),
+            exits: Vec::new(),
             next: 0,
         };
         for (index, router) in routers.into_iter().enumerate() {
             let (inbox, connections) = mpsc::unbounded_channel();
             let (done, finished) = oneshot::channel();
+            let (exit, exited) = oneshot::channel::<()>();
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             std::thread::Builder::new()
                 .name(format!("switchyard-worker-{index}"))
                 .spawn(move || {
-                    runtime.block_on(serve(router, connections));
-                    let _ = done.send(());
+                    runtime.block_on(async {
+                        serve(router, connections).await;
+                        let _ = done.send(());
+                        // A release or a dropped sender: either way, time to end.
+                        let _ = exited.await;
+                    });
                 })?;
             workers.inboxes.push(inbox);
             workers.finished.push(finished);
+            workers.exits.push(exit);
         }
         Ok(workers)
     }
@@ -59,12 +80,13 @@ impl Workers {
 
     /// Stops handing out connections and waits until every worker has finished the requests it
     /// was serving.
-    pub async fn stop(self) {
+    pub async fn stop(self) -> Idle {
         drop(self.inboxes);
         for finished in self.finished {
             // An error means the thread ended early (it panicked), which is all we wait for.
             let _ = finished.await;
         }
+        Idle { exits: self.exits }
     }
 }
 
