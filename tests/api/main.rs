@@ -7,6 +7,7 @@ mod db;
 mod errors;
 mod helpers;
 mod models;
+mod scripted_upstream;
 mod store;
 mod streaming;
 mod upstream;
