@@ -28,12 +28,12 @@ pub(super) struct WellKnownProvider {
     pub(super) env: &'static str,
     pub(super) id: &'static str,
     pub(super) kind: ProviderKind,
-    /// `None` for the `openai` kind, whose default base URL validation fills in.
+    /// `None` for the kinds with a default base URL of their own (`openai`, `anthropic`).
     pub(super) base_url: Option<&'static str>,
 }
 
-/// Every provider here speaks OpenAI's chat API, the only wire format this build has; native
-/// Anthropic and Gemini adapters will change the kinds, not the ids.
+/// Anthropic is spoken natively; the others speak OpenAI's chat API. A native Gemini adapter will
+/// change its kind, not its id.
 pub(super) const WELL_KNOWN: [WellKnownProvider; 8] = [
     WellKnownProvider {
         env: "OPENAI_API_KEY",
@@ -44,8 +44,8 @@ pub(super) const WELL_KNOWN: [WellKnownProvider; 8] = [
     WellKnownProvider {
         env: "ANTHROPIC_API_KEY",
         id: "anthropic",
-        kind: ProviderKind::OpenaiCompatible,
-        base_url: Some("https://api.anthropic.com/v1"),
+        kind: ProviderKind::Anthropic,
+        base_url: None,
     },
     WellKnownProvider {
         env: "GEMINI_API_KEY",

@@ -253,6 +253,7 @@ fn position(text: &str, offset: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ProviderKind;
 
     fn no_env(_: &str) -> Option<String> {
         None
@@ -473,8 +474,8 @@ mod tests {
             .find(|provider| provider.id == "anthropic")
             .unwrap();
         assert_eq!(
-            anthropic.base_url.as_deref(),
-            Some("https://api.anthropic.com/v1")
+            (anthropic.kind, anthropic.base_url.as_deref()),
+            (ProviderKind::Anthropic, None)
         );
         assert!(
             config

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::anthropic::{self, Anthropic};
 use super::mock::Mock;
 use super::openai::OpenAi;
 use super::upstream::Upstream;
@@ -47,6 +48,13 @@ fn adapter_for(config: &ProviderConfig) -> Result<Box<dyn Provider>, RegistryErr
         ProviderKind::Openai => {
             let base_url = config.base_url.as_deref().unwrap_or(OPENAI_BASE_URL);
             Box::new(OpenAi::new(base_url, api_key).map_err(adapter_error)?)
+        }
+        ProviderKind::Anthropic => {
+            let base_url = config
+                .base_url
+                .as_deref()
+                .unwrap_or(anthropic::DEFAULT_BASE_URL);
+            Box::new(Anthropic::new(base_url, api_key).map_err(adapter_error)?)
         }
         ProviderKind::OpenaiCompatible => {
             let base_url =

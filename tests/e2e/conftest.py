@@ -1,26 +1,33 @@
-"""One real `switchyard serve` process for the whole session, driven the way users drive it.
+"""Real `switchyard serve` processes, driven the way users drive them.
 
 The gateway is the built binary named by $SWITCHYARD_BIN (scripts/test builds it and sets it), on a
 config written here: the built-in mock provider, SQLite in a temporary directory, a free port.
+`gateway` is one such process for the whole session; `start_gateway` starts more with extra config
+tables, and `replaying_upstream` is a stand-in provider for them that replays recorded bodies and
+streams (tests/fixtures/<provider>/), so each adapter's translation is checked through the SDK.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 from openai import OpenAI
 
 REPO = Path(__file__).resolve().parents[2]
+FIXTURES = REPO / "tests" / "fixtures"
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 # A free port can be taken by someone else between our probe and the server's bind; a few tries
@@ -70,7 +77,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _write_config(directory: Path, port: int) -> Path:
+def _write_config(directory: Path, port: int, extra: str) -> Path:
     config = directory / "switchyard.toml"
     db = directory / "switchyard.db"
     # A short keep-alive so a stream that stalls shows up within the tests' timeouts.
@@ -95,6 +102,8 @@ id = "switchyard/echo"
   prompt = "1"
   completion = "2"
   max_output = 16384
+
+{extra}
 """
     )
     return config
@@ -162,17 +171,17 @@ def _start(binary: Path, directory: Path, config: Path, port: int, key: str):
     )
 
 
-@pytest.fixture(scope="session")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    binary = _binary()
-    directory = tmp_path_factory.mktemp("switchyard")
-    config = _write_config(directory, _free_port())
+def _launch(
+    binary: Path, directory: Path, extra: str = ""
+) -> tuple[subprocess.Popen[bytes], Gateway]:
+    """A migrated, running gateway with a fresh key, on a config with `extra` tables appended."""
+    config = _write_config(directory, _free_port(), extra)
     _run(binary, "migrate", "--config", str(config))
     key = _run(binary, "keys", "create", "--name", "e2e", "--config", str(config)).strip()
     assert key.startswith("sk-sy-") and "\n" not in key, f"unexpected key output: {key!r}"
     for _ in range(START_ATTEMPTS):
         port = _free_port()
-        config = _write_config(directory, port)
+        config = _write_config(directory, port, extra)
         process, gateway = _start(binary, directory, config, port, key)
         if process is not None:
             break
@@ -183,10 +192,111 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             returncode=3,
         )
     _server_logs.append(gateway.log)
+    return process, gateway
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    process, gateway = _launch(_binary(), tmp_path_factory.mktemp("switchyard"))
     try:
         yield gateway
     finally:
         _stop(process)
+
+
+@pytest.fixture(scope="session")
+def start_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Gateway]]:
+    """Starts a gateway whose config adds the given TOML tables (`[[providers]]`, `[[models]]`) to
+    the session gateway's; every one started is stopped at the end of the session."""
+    binary = _binary()
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(extra: str) -> Gateway:
+        process, gateway = _launch(binary, tmp_path_factory.mktemp("switchyard"), extra)
+        processes.append(process)
+        return gateway
+
+    try:
+        yield start
+    finally:
+        for process in processes:
+            _stop(process)
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    # Lower-cased names.
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class ReplayingUpstream:
+    """A provider stand-in on a free port: records every request and answers each with the reply
+    set last, whole (an SSE body arrives in one piece, which the gateway must split itself)."""
+
+    def __init__(self) -> None:
+        self.requests: list[RecordedRequest] = []
+        self._reply: tuple[int, str, bytes] = (500, "text/plain", b"no reply scripted")
+        upstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                headers = {name.lower(): value for name, value in self.headers.items()}
+                upstream.requests.append(RecordedRequest(self.command, self.path, headers, body))
+                status, content_type, reply = upstream._reply
+                self.send_response(status)
+                self.send_header("content-type", content_type)
+                self.send_header("content-length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def base_url(self) -> str:
+        """`http://127.0.0.1:{port}`, without a path."""
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def replay(self, body: bytes, status: int = 200, content_type: str = "application/json") -> None:
+        self._reply = (status, content_type, body)
+
+    def replay_fixture(self, name: str, status: int = 200) -> None:
+        """A file under tests/fixtures/ (`anthropic/stream_text.sse`); `.sse` is sent as a stream."""
+        path = FIXTURES / name
+        content_type = "text/event-stream" if path.suffix == ".sse" else "application/json"
+        self.replay(path.read_bytes(), status, content_type)
+
+    def last_request(self) -> RecordedRequest:
+        assert self.requests, "the upstream received no request"
+        return self.requests[-1]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture(scope="module")
+def replaying_upstream() -> Iterator[ReplayingUpstream]:
+    upstream = ReplayingUpstream()
+    try:
+        yield upstream
+    finally:
+        upstream.close()
 
 
 @pytest.fixture
