@@ -28,12 +28,12 @@ pub(super) struct WellKnownProvider {
     pub(super) env: &'static str,
     pub(super) id: &'static str,
     pub(super) kind: ProviderKind,
-    /// `None` for the `openai` kind, whose default base URL validation fills in.
+    /// `None` for kinds with a default base URL (`openai`, `gemini`).
     pub(super) base_url: Option<&'static str>,
 }
 
-/// Every provider here speaks OpenAI's chat API, the only wire format this build has; native
-/// Anthropic and Gemini adapters will change the kinds, not the ids.
+/// Google is reached through its native Gemini API; every other provider here through OpenAI's
+/// chat API (a native Anthropic adapter will change that kind, not the id).
 pub(super) const WELL_KNOWN: [WellKnownProvider; 8] = [
     WellKnownProvider {
         env: "OPENAI_API_KEY",
@@ -50,8 +50,8 @@ pub(super) const WELL_KNOWN: [WellKnownProvider; 8] = [
     WellKnownProvider {
         env: "GEMINI_API_KEY",
         id: "google",
-        kind: ProviderKind::OpenaiCompatible,
-        base_url: Some("https://generativelanguage.googleapis.com/v1beta/openai"),
+        kind: ProviderKind::Gemini,
+        base_url: None,
     },
     WellKnownProvider {
         env: "MISTRAL_API_KEY",

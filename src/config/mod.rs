@@ -166,6 +166,7 @@ impl fmt::Debug for RedisConfig {
 pub enum ProviderKind {
     Openai,
     OpenaiCompatible,
+    Gemini,
     Mock,
 }
 
@@ -184,7 +185,7 @@ pub struct ProviderConfig {
     pub id: String,
     pub kind: ProviderKind,
     /// Required for `openai-compatible`; the `openai` kind defaults it to OpenAI's public API
-    /// (filled in by loading, so it is always `Some` there).
+    /// (filled in by loading, so it is always `Some` there), the `gemini` kind to Google's.
     pub base_url: Option<String>,
     /// Never printed: `Debug` masks it. `None` when unset or empty (as `${VAR:-}` yields).
     pub api_key: Option<String>,
@@ -369,6 +370,7 @@ impl ProviderKind {
         match self {
             ProviderKind::Openai => "openai",
             ProviderKind::OpenaiCompatible => "openai-compatible",
+            ProviderKind::Gemini => "gemini",
             ProviderKind::Mock => "mock",
         }
     }

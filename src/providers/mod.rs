@@ -3,6 +3,7 @@
 //! HTTP sender. Adapters never touch accounts, routing or the store.
 
 mod error;
+mod gemini;
 mod mock;
 mod openai;
 mod registry;
