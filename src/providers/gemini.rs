@@ -22,7 +22,7 @@ use super::{
     UpstreamRequest,
 };
 use crate::openai::{
-    ChatChunk, ChatRequest, ChatResponse, ChunkChoice, Choice, CompletionTokensDetails, Content,
+    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, CompletionTokensDetails, Content,
     Delta, Message, PromptTokensDetails, ResponseMessage, Role, Usage,
 };
 
@@ -286,7 +286,10 @@ fn encode_body(request: &ChatRequest, target: Target<'_>) -> Result<Bytes, Provi
             top_p: request.top_p,
             top_k: request.extra.get("top_k"),
             max_output_tokens: request.max_output_tokens(),
-            stop_sequences: request.extra.get("stop").and_then(StopSequences::from_openai),
+            stop_sequences: request
+                .extra
+                .get("stop")
+                .and_then(StopSequences::from_openai),
             presence_penalty: request.extra.get("presence_penalty"),
             frequency_penalty: request.extra.get("frequency_penalty"),
             seed: request.extra.get("seed"),
@@ -319,7 +322,9 @@ fn encode_messages(
             }
             Role::User => ("user", encode_content(message.content.as_ref())?),
             Role::Assistant => ("model", encode_assistant(message, &mut call_names)?),
-            Role::Tool | Role::Function => ("user", vec![encode_tool_result(message, &call_names)?]),
+            Role::Tool | Role::Function => {
+                ("user", vec![encode_tool_result(message, &call_names)?])
+            }
         };
         if parts.is_empty() {
             continue;
@@ -422,7 +427,11 @@ fn encode_assistant<'a>(
         let args = match serde_json::from_str::<Value>(arguments) {
             Ok(args @ Value::Object(_)) => args,
             _ if arguments.trim().is_empty() => json!({}),
-            _ => return Err(unsupported("tool call arguments that are not a JSON object")),
+            _ => {
+                return Err(unsupported(
+                    "tool call arguments that are not a JSON object",
+                ));
+            }
         };
         parts.push(Part {
             data: PartData::FunctionCall { name, args },
@@ -444,7 +453,11 @@ fn encode_tool_result<'a>(
         .and_then(|id| call_names.get(id).copied())
         .or(message.name.as_deref())
         .ok_or_else(|| unsupported("a tool message whose tool_call_id matches no earlier call"))?;
-    let text = message.content.as_ref().map(Content::text).unwrap_or_default();
+    let text = message
+        .content
+        .as_ref()
+        .map(Content::text)
+        .unwrap_or_default();
     // Gemini wants an object: a JSON object result is passed as is, anything else is wrapped
     // under `output`, the key Google's documentation uses for a function's result.
     let response = match serde_json::from_str::<Value>(&text) {
@@ -493,7 +506,11 @@ fn encode_tool_choice(choice: &Value) -> Result<ToolConfig<'_>, ProviderError> {
                 .ok_or_else(|| unsupported("a tool_choice object without function.name"))?;
             ("ANY", Some([name]))
         }
-        _ => return Err(unsupported("a tool_choice that is neither a string nor an object")),
+        _ => {
+            return Err(unsupported(
+                "a tool_choice that is neither a string nor an object",
+            ));
+        }
     };
     Ok(ToolConfig {
         function_calling_config: FunctionCallingConfig {
@@ -503,9 +520,7 @@ fn encode_tool_choice(choice: &Value) -> Result<ToolConfig<'_>, ProviderError> {
     })
 }
 
-fn encode_response_format(
-    format: Option<&Value>,
-) -> Result<GenerationConfig<'_>, ProviderError> {
+fn encode_response_format(format: Option<&Value>) -> Result<GenerationConfig<'_>, ProviderError> {
     let Some(format) = format else {
         return Ok(GenerationConfig::default());
     };
@@ -662,8 +677,14 @@ impl UsageMetadata {
 fn finish_reason(gemini: &str, called_a_function: bool) -> &'static str {
     match gemini {
         "MAX_TOKENS" => "length",
-        "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" | "IMAGE_SAFETY"
-        | "IMAGE_PROHIBITED_CONTENT" | "IMAGE_RECITATION" => "content_filter",
+        "SAFETY"
+        | "RECITATION"
+        | "BLOCKLIST"
+        | "PROHIBITED_CONTENT"
+        | "SPII"
+        | "IMAGE_SAFETY"
+        | "IMAGE_PROHIBITED_CONTENT"
+        | "IMAGE_RECITATION" => "content_filter",
         // The model tried to call a function and produced no usable call or answer.
         "MALFORMED_FUNCTION_CALL" | "UNEXPECTED_TOOL_CALL" | "TOO_MANY_TOOL_CALLS" => "error",
         _ if called_a_function => "tool_calls",
@@ -749,7 +770,11 @@ fn decode_response(body: &[u8]) -> Result<ChatResponse, ProviderError> {
             "a response with neither candidates nor a block reason".into(),
         ));
     } else {
-        response.candidates.into_iter().map(decode_candidate).collect()
+        response
+            .candidates
+            .into_iter()
+            .map(decode_candidate)
+            .collect()
     };
     Ok(ChatResponse {
         id: response.response_id.unwrap_or_default(),
@@ -953,9 +978,7 @@ fn upstream_error(status: StatusCode, detail: Option<&ErrorDetail>) -> UpstreamE
 /// An error event inside a stream has no HTTP status of its own: its `code`, else the HTTP
 /// status Google documents for its gRPC status name.
 fn stream_error_status(detail: &ErrorDetail) -> StatusCode {
-    let from_code = detail
-        .code
-        .and_then(|code| StatusCode::from_u16(code).ok());
+    let from_code = detail.code.and_then(|code| StatusCode::from_u16(code).ok());
     let from_name = || {
         let code = match detail.status.as_deref()? {
             "INVALID_ARGUMENT" | "FAILED_PRECONDITION" => StatusCode::BAD_REQUEST,
@@ -1048,8 +1071,9 @@ mod tests {
                 "messages": [{"role": "user", "content": "hi"}],
             }))
             .unwrap();
-            let UpstreamRequest::Http { uri, headers, .. } =
-                gemini.build_request(&request, target(&capabilities)).unwrap()
+            let UpstreamRequest::Http { uri, headers, .. } = gemini
+                .build_request(&request, target(&capabilities))
+                .unwrap()
             else {
                 panic!("an HTTP request");
             };
@@ -1188,7 +1212,8 @@ mod tests {
             json!({"temperature": 0.2, "topP": 0.9, "topK": 40, "maxOutputTokens": 100,
                 "stopSequences": ["END"], "presencePenalty": 0.5, "frequencyPenalty": 0.25, "seed": 7})
         );
-        let body = body_for(json!({"messages": [], "stop": ["a", "b"], "max_completion_tokens": 5}));
+        let body =
+            body_for(json!({"messages": [], "stop": ["a", "b"], "max_completion_tokens": 5}));
         assert_eq!(body["generationConfig"]["stopSequences"], json!(["a", "b"]));
         assert_eq!(body["generationConfig"]["maxOutputTokens"], 5);
     }
@@ -1196,8 +1221,10 @@ mod tests {
     #[test]
     fn response_formats_become_a_json_mime_type_and_schema() {
         let schema = json!({"type": "object", "properties": {"answer": {"type": "integer"}}});
-        let body = body_for(json!({"messages": [], "response_format": {"type": "json_schema",
-            "json_schema": {"name": "answer", "strict": true, "schema": schema}}}));
+        let body = body_for(
+            json!({"messages": [], "response_format": {"type": "json_schema",
+            "json_schema": {"name": "answer", "strict": true, "schema": schema}}}),
+        );
         assert_eq!(
             body["generationConfig"],
             json!({"responseMimeType": "application/json", "responseJsonSchema": schema})
@@ -1218,10 +1245,22 @@ mod tests {
             thinking_budget: budget,
             include_thoughts,
         };
-        assert_eq!(thinking(json!({"effort": "low"})), config(Some(1_024), true));
-        assert_eq!(thinking(json!({"effort": "medium"})), config(Some(8_192), true));
-        assert_eq!(thinking(json!({"effort": "high"})), config(Some(24_576), true));
-        assert_eq!(thinking(json!({"max_tokens": 2_000})), config(Some(2_000), true));
+        assert_eq!(
+            thinking(json!({"effort": "low"})),
+            config(Some(1_024), true)
+        );
+        assert_eq!(
+            thinking(json!({"effort": "medium"})),
+            config(Some(8_192), true)
+        );
+        assert_eq!(
+            thinking(json!({"effort": "high"})),
+            config(Some(24_576), true)
+        );
+        assert_eq!(
+            thinking(json!({"max_tokens": 2_000})),
+            config(Some(2_000), true)
+        );
         assert_eq!(
             thinking(json!({"effort": "high", "exclude": true})),
             config(Some(24_576), false)
@@ -1239,8 +1278,7 @@ mod tests {
             serde_json::from_value(json!({"messages": [], "reasoning": {"effort": "low"}}))
                 .unwrap();
         let body: Value =
-            serde_json::from_slice(&encode_body(&request, target(&capabilities)).unwrap())
-                .unwrap();
+            serde_json::from_slice(&encode_body(&request, target(&capabilities)).unwrap()).unwrap();
         assert!(
             body["generationConfig"].get("thinkingConfig").is_none(),
             "models that cannot think get no thinking config"
@@ -1270,10 +1308,19 @@ mod tests {
             message.content.as_deref(),
             Some("There are 4 primes below 10.")
         );
-        assert!(message.reasoning.as_deref().unwrap().contains("Counting the primes"));
+        assert!(
+            message
+                .reasoning
+                .as_deref()
+                .unwrap()
+                .contains("Counting the primes")
+        );
         let usage = response.usage.unwrap();
         assert_eq!(usage.prompt_tokens, 2_000);
-        assert_eq!(usage.completion_tokens, 308, "8 answer + 300 thought tokens");
+        assert_eq!(
+            usage.completion_tokens, 308,
+            "8 answer + 300 thought tokens"
+        );
         assert_eq!(usage.total_tokens, 2_308);
         assert_eq!(usage.cached_tokens(), 1_500);
         assert_eq!(usage.reasoning_tokens(), 300);
@@ -1281,15 +1328,20 @@ mod tests {
 
     #[test]
     fn function_calls_become_tool_calls_with_ids_json_arguments_and_signatures() {
-        let response =
-            decode_response(fixture!("function_call_response.json").as_bytes()).unwrap();
+        let response = decode_response(fixture!("function_call_response.json").as_bytes()).unwrap();
         let choice = &response.choices[0];
         assert_eq!(choice.finish_reason.as_deref(), Some("tool_calls"));
         assert_eq!(choice.message.content, None);
         let calls = choice.message.tool_calls.as_ref().unwrap();
         assert_eq!(calls.len(), 2);
-        let ids: Vec<&str> = calls.iter().map(|call| call["id"].as_str().unwrap()).collect();
-        assert!(ids.iter().all(|id| id.starts_with("call_") && id.len() == 29));
+        let ids: Vec<&str> = calls
+            .iter()
+            .map(|call| call["id"].as_str().unwrap())
+            .collect();
+        assert!(
+            ids.iter()
+                .all(|id| id.starts_with("call_") && id.len() == 29)
+        );
         assert_ne!(ids[0], ids[1]);
         assert_eq!(calls[0]["type"], "function");
         assert_eq!(calls[0]["function"]["name"], "get_weather");
@@ -1338,8 +1390,15 @@ mod tests {
         let (decoder, chunks) = decode_stream(fixture!("text_stream.sse"));
         let chunks: Vec<ChatChunk> = chunks.into_iter().map(|c| c.unwrap().unwrap()).collect();
         assert_eq!(chunks.len(), 3);
-        assert_eq!(chunks[0].choices[0].delta.role.as_deref(), Some("assistant"));
-        assert!(chunks[1..].iter().all(|c| c.choices[0].delta.role.is_none()));
+        assert_eq!(
+            chunks[0].choices[0].delta.role.as_deref(),
+            Some("assistant")
+        );
+        assert!(
+            chunks[1..]
+                .iter()
+                .all(|c| c.choices[0].delta.role.is_none())
+        );
         let text: String = chunks
             .iter()
             .filter_map(|chunk| chunk.choices[0].delta.content.as_deref())
@@ -1371,7 +1430,10 @@ mod tests {
         );
         assert_eq!(last.finish_reason.as_deref(), Some("tool_calls"));
         let usage = chunks[1].usage.as_ref().unwrap();
-        assert_eq!((usage.completion_tokens, usage.reasoning_tokens()), (58, 40));
+        assert_eq!(
+            (usage.completion_tokens, usage.reasoning_tokens()),
+            (58, 40)
+        );
         assert!(decoder.finished());
     }
 
@@ -1407,10 +1469,14 @@ mod tests {
         let error = chunks[1].as_ref().unwrap_err();
         assert_eq!(error.kind, UpstreamErrorKind::Server);
         assert_eq!(error.status, Some(503));
-        assert!(!error.message.contains("overloaded"), "5xx details stay private");
+        assert!(
+            !error.message.contains("overloaded"),
+            "5xx details stay private"
+        );
         assert!(!decoder.finished());
 
-        let by_name = r#"data: {"error": {"message": "slow down", "status": "RESOURCE_EXHAUSTED"}}"#;
+        let by_name =
+            r#"data: {"error": {"message": "slow down", "status": "RESOURCE_EXHAUSTED"}}"#;
         let (_, chunks) = decode_stream(&format!("{by_name}\n\n"));
         assert_eq!(
             chunks[0].as_ref().unwrap_err().kind,
@@ -1447,8 +1513,12 @@ mod tests {
         }
         let bad = gemini.parse_error(
             StatusCode::BAD_REQUEST,
-            body(400, "INVALID_ARGUMENT", "* GenerateContentRequest.contents: must not be empty")
-                .as_bytes(),
+            body(
+                400,
+                "INVALID_ARGUMENT",
+                "* GenerateContentRequest.contents: must not be empty",
+            )
+            .as_bytes(),
         );
         assert!(bad.message.contains("contents: must not be empty"));
         let too_long = gemini.parse_error(

@@ -61,7 +61,10 @@ fn adapter_for(config: &ProviderConfig) -> Result<Box<dyn Provider>, RegistryErr
             Box::new(OpenAi::new(base_url, api_key).map_err(adapter_error)?)
         }
         ProviderKind::Gemini => {
-            let base_url = config.base_url.as_deref().unwrap_or(gemini::DEFAULT_BASE_URL);
+            let base_url = config
+                .base_url
+                .as_deref()
+                .unwrap_or(gemini::DEFAULT_BASE_URL);
             Box::new(Gemini::new(base_url, api_key).map_err(adapter_error)?)
         }
     })

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::db::Backend;
-use crate::helpers::{TestApp, sse_events, spawn_app_with_tables};
+use crate::helpers::{TestApp, spawn_app_with_tables, sse_events};
 use crate::on_both_backends;
 use crate::scripted_upstream::{Script, ScriptedUpstream};
 
@@ -161,7 +161,10 @@ async fn a_stream_is_sent_with_alt_sse_and_ends_with_usage_and_done(backend: Bac
         .filter_map(|chunk| chunk["choices"][0]["delta"]["content"].as_str())
         .collect();
     assert_eq!(text, "AI learns patterns from data to make predictions.");
-    assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], "stop");
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "stop"
+    );
     for chunk in chunks {
         assert_eq!(chunk["id"], id.as_str());
         assert_eq!(chunk["model"], "google/gemini-test");
@@ -332,7 +335,8 @@ async fn thoughts_become_reasoning_and_cached_and_thought_tokens_are_billed_exac
 }
 
 async fn a_prompt_blocked_for_safety_is_a_content_filtered_answer(backend: Backend) {
-    let upstream = ScriptedUpstream::start(Script::json(200, fixture!("prompt_blocked.json"))).await;
+    let upstream =
+        ScriptedUpstream::start(Script::json(200, fixture!("prompt_blocked.json"))).await;
     let app = app_with(backend, &upstream).await;
     let response = app.post_chat(&chat(json!({}))).await;
     assert_eq!(response.status(), 200);
@@ -361,11 +365,8 @@ async fn an_answer_stopped_for_safety_in_a_stream_ends_with_content_filter(backe
 }
 
 async fn upstream_errors_before_the_stream_are_mapped_to_the_contracts_shape(backend: Backend) {
-    let upstream = ScriptedUpstream::start(Script::json(
-        429,
-        fixture!("error_resource_exhausted.json"),
-    ))
-    .await;
+    let upstream =
+        ScriptedUpstream::start(Script::json(429, fixture!("error_resource_exhausted.json"))).await;
     let app = app_with(backend, &upstream).await;
     let response = app.post_chat(&chat(json!({"stream": true}))).await;
     assert_eq!(response.status(), 429);
@@ -373,14 +374,39 @@ async fn upstream_errors_before_the_stream_are_mapped_to_the_contracts_shape(bac
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], 429);
     assert!(body["error"]["type"].is_string());
+    upstream.set(
+        Script::json(429, fixture!("error_resource_exhausted.json"))
+            .with_header("retry-after", "5"),
+    );
+    let response = app.post_chat(&chat(json!({}))).await;
+    assert_eq!(
+        response.headers()["retry-after"],
+        "5",
+        "a Retry-After header wins over the body's RetryInfo"
+    );
 
     let google_error = |code: u16, status: &str, message: &str| {
         json!({"error": {"code": code, "message": message, "status": status}}).to_string()
     };
     let cases = [
-        (400, "INVALID_ARGUMENT", "* GenerationConfig.temperature: out of range", 400),
-        (403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers", 502),
-        (404, "NOT_FOUND", "models/gemini-2.5-flash is not found", 502),
+        (
+            400,
+            "INVALID_ARGUMENT",
+            "* GenerationConfig.temperature: out of range",
+            400,
+        ),
+        (
+            403,
+            "PERMISSION_DENIED",
+            "Method doesn't allow unregistered callers",
+            502,
+        ),
+        (
+            404,
+            "NOT_FOUND",
+            "models/gemini-2.5-flash is not found",
+            502,
+        ),
         (500, "INTERNAL", "internal details of upstream", 502),
         (503, "UNAVAILABLE", "The model is overloaded.", 502),
         (504, "DEADLINE_EXCEEDED", "Deadline expired", 408),
