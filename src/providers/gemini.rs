@@ -271,7 +271,13 @@ fn unsupported(what: impl Into<String>) -> ProviderError {
 
 fn encode_body(request: &ChatRequest, target: Target<'_>) -> Result<Bytes, ProviderError> {
     let (contents, system_instruction) = encode_messages(&request.messages)?;
-    let tools = request.tools.as_deref().map(encode_tools).transpose()?;
+    // Gemini rejects a tool without declarations, so an empty `tools` list sends none.
+    let tools = request
+        .tools
+        .as_deref()
+        .filter(|tools| !tools.is_empty())
+        .map(encode_tools)
+        .transpose()?;
     let body = RequestBody {
         contents,
         system_instruction,
@@ -1179,6 +1185,8 @@ mod tests {
             json!([{"functionDeclarations": [{"name": "get_weather",
                 "description": "Current weather", "parametersJsonSchema": parameters}]}])
         );
+        let body = body_for(json!({"messages": [], "tools": []}));
+        assert!(body.get("tools").is_none());
         let error = refused(json!({"messages": [], "tools": [{"type": "web_search"}]}));
         assert!(error.contains("not functions"), "{error}");
     }
