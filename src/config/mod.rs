@@ -185,7 +185,8 @@ pub struct ProviderConfig {
     pub id: String,
     pub kind: ProviderKind,
     /// Required for `openai-compatible`; the `openai` kind defaults it to OpenAI's public API
-    /// (filled in by loading, so it is always `Some` there), the `gemini` kind to Google's.
+    /// (filled in by loading, so it is always `Some` there); the `gemini` kind, left `None`, uses
+    /// Google's Gemini API.
     pub base_url: Option<String>,
     /// Never printed: `Debug` masks it. `None` when unset or empty (as `${VAR:-}` yields).
     pub api_key: Option<String>,
