@@ -28,12 +28,11 @@ pub(super) struct WellKnownProvider {
     pub(super) env: &'static str,
     pub(super) id: &'static str,
     pub(super) kind: ProviderKind,
-    /// `None` for the kinds with a default base URL of their own (`openai`, `anthropic`).
+    /// `None` for the kinds with a default base URL of their own (`openai`, `anthropic`, `gemini`).
     pub(super) base_url: Option<&'static str>,
 }
 
-/// Anthropic is spoken natively; the others speak OpenAI's chat API. A native Gemini adapter will
-/// change its kind, not its id.
+/// Anthropic and Google are spoken natively; every other provider here through OpenAI's chat API.
 pub(super) const WELL_KNOWN: [WellKnownProvider; 8] = [
     WellKnownProvider {
         env: "OPENAI_API_KEY",
@@ -50,8 +49,8 @@ pub(super) const WELL_KNOWN: [WellKnownProvider; 8] = [
     WellKnownProvider {
         env: "GEMINI_API_KEY",
         id: "google",
-        kind: ProviderKind::OpenaiCompatible,
-        base_url: Some("https://generativelanguage.googleapis.com/v1beta/openai"),
+        kind: ProviderKind::Gemini,
+        base_url: None,
     },
     WellKnownProvider {
         env: "MISTRAL_API_KEY",

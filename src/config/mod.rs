@@ -167,6 +167,7 @@ pub enum ProviderKind {
     Openai,
     OpenaiCompatible,
     Anthropic,
+    Gemini,
     Mock,
 }
 
@@ -185,8 +186,9 @@ pub struct ProviderConfig {
     pub id: String,
     pub kind: ProviderKind,
     /// Required for `openai-compatible`; the `openai` kind defaults it to OpenAI's public API
-    /// (filled in by loading, so it is always `Some` there), `anthropic` to Anthropic's (filled
-    /// in by its adapter).
+    /// Required for `openai-compatible`; the `openai` kind defaults it to OpenAI's public API
+    /// (filled in by loading, so it is always `Some` there); `anthropic` and `gemini`, left
+    /// `None`, use the provider's public API (filled in by their adapters).
     pub base_url: Option<String>,
     /// Never printed: `Debug` masks it. `None` when unset or empty (as `${VAR:-}` yields).
     pub api_key: Option<String>,
@@ -372,6 +374,7 @@ impl ProviderKind {
             ProviderKind::Openai => "openai",
             ProviderKind::OpenaiCompatible => "openai-compatible",
             ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
             ProviderKind::Mock => "mock",
         }
     }

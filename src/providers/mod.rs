@@ -4,6 +4,7 @@
 
 mod anthropic;
 mod error;
+mod gemini;
 mod mock;
 mod openai;
 mod registry;

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::anthropic::{self, Anthropic};
+use super::gemini::{self, Gemini};
 use super::mock::Mock;
 use super::openai::OpenAi;
 use super::upstream::Upstream;
@@ -66,6 +67,13 @@ fn adapter_for(config: &ProviderConfig) -> Result<Box<dyn Provider>, RegistryErr
                         kind: "openai-compatible",
                     })?;
             Box::new(OpenAi::new(base_url, api_key).map_err(adapter_error)?)
+        }
+        ProviderKind::Gemini => {
+            let base_url = config
+                .base_url
+                .as_deref()
+                .unwrap_or(gemini::DEFAULT_BASE_URL);
+            Box::new(Gemini::new(base_url, api_key).map_err(adapter_error)?)
         }
     })
 }

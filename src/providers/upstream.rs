@@ -111,9 +111,10 @@ impl Upstream {
         if !status.is_success() {
             let retry_after = upstream.retry_after();
             let body = upstream.bytes().await.unwrap_or_default();
-            return Err(provider
-                .parse_error(status, &body)
-                .with_retry_after(retry_after));
+            let error = provider.parse_error(status, &body);
+            // The header wins; some providers say how long to wait only in their error body.
+            let retry_after = retry_after.or(error.retry_after);
+            return Err(error.with_retry_after(retry_after));
         }
         Ok(upstream)
     }

@@ -6,6 +6,7 @@ mod cli;
 mod config_check;
 mod db;
 mod errors;
+mod gemini;
 mod helpers;
 mod models;
 mod scripted_upstream;
