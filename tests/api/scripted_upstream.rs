@@ -163,9 +163,7 @@ async fn answer(State(shared): State<Arc<Shared>>, request: Request) -> Response
     let mut response = Response::new(body);
     *response.status_mut() = StatusCode::from_u16(script.status).unwrap();
     for (name, value) in script.headers {
-        response
-            .headers_mut()
-            .insert(name, value.parse().unwrap());
+        response.headers_mut().insert(name, value.parse().unwrap());
     }
     response
 }
