@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 pub use load::{ConfigError, ConfigProblem, ConfigSource, from_text, load};
 pub use units::{ByteSize, HumanDuration};
+pub(crate) use validate::AZURE_API_VERSION;
 
 use redact::{Masked, RedactedUrl};
 
@@ -166,6 +167,7 @@ impl fmt::Debug for RedisConfig {
 pub enum ProviderKind {
     Openai,
     OpenaiCompatible,
+    Azure,
     Mock,
 }
 
@@ -188,6 +190,8 @@ pub struct ProviderConfig {
     pub base_url: Option<String>,
     /// Never printed: `Debug` masks it. `None` when unset or empty (as `${VAR:-}` yields).
     pub api_key: Option<String>,
+    /// `azure` only: the `api-version` query parameter; loading fills in the current GA version.
+    pub api_version: Option<String>,
     #[serde(default)]
     pub data_collection: DataCollection,
     #[serde(default = "ProviderConfig::default_connect_timeout")]
@@ -207,6 +211,7 @@ impl fmt::Debug for ProviderConfig {
             .field("kind", &self.kind)
             .field("base_url", &self.base_url.as_deref().map(RedactedUrl))
             .field("api_key", &Masked(self.api_key.as_deref()))
+            .field("api_version", &self.api_version)
             .field("data_collection", &self.data_collection)
             .field("connect_timeout", &self.connect_timeout)
             .field("first_token_timeout", &self.first_token_timeout)
@@ -225,6 +230,7 @@ impl ProviderConfig {
             kind,
             base_url: None,
             api_key: None,
+            api_version: None,
             data_collection: DataCollection::default(),
             connect_timeout: Self::default_connect_timeout(),
             first_token_timeout: Self::default_first_token_timeout(),
@@ -369,6 +375,7 @@ impl ProviderKind {
         match self {
             ProviderKind::Openai => "openai",
             ProviderKind::OpenaiCompatible => "openai-compatible",
+            ProviderKind::Azure => "azure",
             ProviderKind::Mock => "mock",
         }
     }

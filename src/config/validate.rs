@@ -11,6 +11,10 @@ use crate::usage::Price;
 /// Where the `openai` kind sends requests when the config names no `base_url`.
 pub(super) const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 
+/// The `api-version` the `azure` kind sends when the config names none: the latest GA version of
+/// the Azure OpenAI data-plane inference API for deployment URLs.
+pub(crate) const AZURE_API_VERSION: &str = "2024-10-21";
+
 /// One thing wrong with the config: the key it is about and a message that names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Problem {
@@ -144,14 +148,28 @@ fn providers(providers: &mut [ProviderConfig], problems: &mut Vec<Problem>) {
             first_use.insert(provider.id.clone(), index);
         }
 
-        clear_if_empty(&mut provider.api_key);
-        clear_if_empty(&mut provider.base_url);
+        for value in [
+            &mut provider.api_key,
+            &mut provider.base_url,
+            &mut provider.api_version,
+        ] {
+            clear_if_empty(value);
+        }
+        kind_specific(provider, &mut problem);
         match (&provider.kind, &provider.base_url) {
             (ProviderKind::Openai, None) => provider.base_url = Some(OPENAI_BASE_URL.to_owned()),
             (ProviderKind::OpenaiCompatible, None) => {
                 problem(
                     "base_url",
                     "base_url is required for kind \"openai-compatible\"".into(),
+                );
+            }
+            (ProviderKind::Azure, None) => {
+                problem(
+                    "base_url",
+                    "base_url is required for kind \"azure\" (the resource endpoint, such as \
+                     \"https://NAME.openai.azure.com\")"
+                        .into(),
                 );
             }
             (_, Some(url)) if !(url.starts_with("https://") || url.starts_with("http://")) => {
@@ -174,6 +192,41 @@ fn providers(providers: &mut [ProviderConfig], problems: &mut Vec<Problem>) {
                 problem(key, format!("{key} must be above zero"));
             }
         }
+    }
+}
+
+/// The keys only one kind reads: required ones must be there, the others must not be (a
+/// `api_version` on an `openai` provider is a mistake worth hearing about), and defaults that depend
+/// on them are filled in.
+fn kind_specific(provider: &mut ProviderConfig, problem: &mut impl FnMut(&'static str, String)) {
+    let kind = provider.kind;
+    let foreign = |key: &'static str, owner: ProviderKind| {
+        (kind != owner).then(|| {
+            (
+                key,
+                format!("{key} applies only to kind {:?}", owner.name()),
+            )
+        })
+    };
+    let set = [(
+        "api_version",
+        provider.api_version.is_some(),
+        ProviderKind::Azure,
+    )];
+    for (key, message) in set
+        .into_iter()
+        .filter(|(_, is_set, _)| *is_set)
+        .filter_map(|(key, _, owner)| foreign(key, owner))
+    {
+        problem(key, message);
+    }
+    match kind {
+        ProviderKind::Azure => {
+            provider
+                .api_version
+                .get_or_insert_with(|| AZURE_API_VERSION.to_owned());
+        }
+        ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::Mock => {}
     }
 }
 
@@ -355,6 +408,42 @@ mod tests {
         assert_eq!(
             config.providers[0].base_url.as_deref(),
             Some(OPENAI_BASE_URL)
+        );
+    }
+
+    #[test]
+    fn azure_requires_a_base_url_and_gets_the_ga_api_version() {
+        let text = r#"
+            [[providers]]
+            id = "azure"
+            kind = "azure"
+            [[providers]]
+            id = "azure-eu"
+            kind = "azure"
+            base_url = "https://contoso.openai.azure.com"
+        "#;
+        let messages = messages(text);
+        assert_eq!(messages.len(), 1, "{messages:?}");
+        assert!(messages[0].starts_with(r#"providers[0] (id "azure"): base_url is required"#));
+        let mut config = parse(text);
+        settings(&mut config, &mut Vec::new());
+        assert_eq!(
+            config.providers[1].api_version.as_deref(),
+            Some(AZURE_API_VERSION)
+        );
+    }
+
+    #[test]
+    fn keys_of_another_kind_are_errors() {
+        let text = r#"
+            [[providers]]
+            id = "openai"
+            kind = "openai"
+            api_version = "2024-10-21"
+        "#;
+        assert_eq!(
+            messages(text),
+            [r#"providers[0] (id "openai"): api_version applies only to kind "azure""#]
         );
     }
 

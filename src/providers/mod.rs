@@ -2,6 +2,7 @@
 //! canonical [`crate::openai`] types and one upstream API and does no I/O; [`upstream`] is the only
 //! HTTP sender. Adapters never touch accounts, routing or the store.
 
+mod azure;
 mod error;
 mod mock;
 mod openai;

@@ -4,11 +4,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::azure::Azure;
 use super::mock::Mock;
 use super::openai::OpenAi;
 use super::upstream::Upstream;
 use super::{Provider, ProviderError};
-use crate::config::{DataCollection, ProviderConfig, ProviderKind};
+use crate::config::{AZURE_API_VERSION, DataCollection, ProviderConfig, ProviderKind};
 
 /// A configured provider: its adapter, its pool, and what routing needs to know of it.
 pub struct ProviderEntry {
@@ -58,6 +59,18 @@ fn adapter_for(config: &ProviderConfig) -> Result<Box<dyn Provider>, RegistryErr
                         kind: "openai-compatible",
                     })?;
             Box::new(OpenAi::new(base_url, api_key).map_err(adapter_error)?)
+        }
+        ProviderKind::Azure => {
+            let base_url =
+                config
+                    .base_url
+                    .as_deref()
+                    .ok_or_else(|| RegistryError::MissingBaseUrl {
+                        id: config.id.clone(),
+                        kind: "azure",
+                    })?;
+            let api_version = config.api_version.as_deref().unwrap_or(AZURE_API_VERSION);
+            Box::new(Azure::new(base_url, api_version, api_key).map_err(adapter_error)?)
         }
     })
 }

@@ -1,5 +1,6 @@
 #![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
+mod azure;
 mod chat_completions;
 mod cli;
 mod config_check;
