@@ -3,6 +3,7 @@
 //! HTTP sender. Adapters never touch accounts, routing or the store.
 
 mod azure;
+mod bedrock;
 mod error;
 mod eventstream;
 mod mock;

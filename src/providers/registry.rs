@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::azure::Azure;
+use super::bedrock::{Bedrock, Credentials};
 use super::mock::Mock;
 use super::openai::OpenAi;
 use super::upstream::Upstream;
@@ -27,6 +28,8 @@ pub enum RegistryError {
     Client { id: String, source: std::io::Error },
     #[error("provider {id:?}: base_url is required for kind {kind:?}")]
     MissingBaseUrl { id: String, kind: &'static str },
+    #[error("provider {id:?}: {key} is required for kind \"bedrock\"")]
+    MissingAwsSetting { id: String, key: &'static str },
 }
 
 /// Every configured provider by id. Immutable once built; shared through `Arc`.
@@ -71,6 +74,25 @@ fn adapter_for(config: &ProviderConfig) -> Result<Box<dyn Provider>, RegistryErr
                     })?;
             let api_version = config.api_version.as_deref().unwrap_or(AZURE_API_VERSION);
             Box::new(Azure::new(base_url, api_version, api_key).map_err(adapter_error)?)
+        }
+        ProviderKind::Bedrock => {
+            let required = |value: &Option<String>, key| {
+                value
+                    .clone()
+                    .ok_or_else(|| RegistryError::MissingAwsSetting {
+                        id: config.id.clone(),
+                        key,
+                    })
+            };
+            let region = required(&config.region, "region")?;
+            let credentials = Credentials {
+                access_key_id: required(&config.access_key_id, "access_key_id")?,
+                secret_access_key: required(&config.secret_access_key, "secret_access_key")?,
+                session_token: config.session_token.clone(),
+            };
+            // Loading the config fills in the regional default.
+            let base_url = required(&config.base_url, "base_url")?;
+            Box::new(Bedrock::new(&base_url, region, credentials).map_err(adapter_error)?)
         }
     })
 }

@@ -1,6 +1,7 @@
 #![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 mod azure;
+mod bedrock;
 mod chat_completions;
 mod cli;
 mod config_check;
