@@ -103,6 +103,7 @@ pub fn from_text(
 ) -> Result<Config, ConfigError> {
     let file = SourceFile::new(text, origin, env)?;
     let mut config: Config = file.parse()?;
+    validate::aws_environment(&mut config.providers, env);
     let mut problems = Vec::new();
     validate::settings(&mut config, &mut problems);
     validate::models(&config.models, Some(&config.providers), &mut problems);

@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 pub use load::{ConfigError, ConfigProblem, ConfigSource, from_text, load};
 pub use units::{ByteSize, HumanDuration};
+pub(crate) use validate::AZURE_API_VERSION;
 
 use redact::{Masked, RedactedUrl};
 
@@ -168,6 +169,8 @@ pub enum ProviderKind {
     OpenaiCompatible,
     Anthropic,
     Gemini,
+    Azure,
+    Bedrock,
     Mock,
 }
 
@@ -192,6 +195,17 @@ pub struct ProviderConfig {
     pub base_url: Option<String>,
     /// Never printed: `Debug` masks it. `None` when unset or empty (as `${VAR:-}` yields).
     pub api_key: Option<String>,
+    /// `azure` only: the `api-version` query parameter; loading fills in the current GA version.
+    pub api_version: Option<String>,
+    /// `bedrock` only: the AWS region signed into every request and named in the default
+    /// `base_url`. Loading falls back to `AWS_REGION`, then `AWS_DEFAULT_REGION`.
+    pub region: Option<String>,
+    /// `bedrock` only, with `secret_access_key` (and `session_token` for temporary credentials).
+    /// When both keys are unset, loading takes all three from `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`. `Debug` masks all three.
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub session_token: Option<String>,
     #[serde(default)]
     pub data_collection: DataCollection,
     #[serde(default = "ProviderConfig::default_connect_timeout")]
@@ -211,6 +225,14 @@ impl fmt::Debug for ProviderConfig {
             .field("kind", &self.kind)
             .field("base_url", &self.base_url.as_deref().map(RedactedUrl))
             .field("api_key", &Masked(self.api_key.as_deref()))
+            .field("api_version", &self.api_version)
+            .field("region", &self.region)
+            .field("access_key_id", &Masked(self.access_key_id.as_deref()))
+            .field(
+                "secret_access_key",
+                &Masked(self.secret_access_key.as_deref()),
+            )
+            .field("session_token", &Masked(self.session_token.as_deref()))
             .field("data_collection", &self.data_collection)
             .field("connect_timeout", &self.connect_timeout)
             .field("first_token_timeout", &self.first_token_timeout)
@@ -229,6 +251,11 @@ impl ProviderConfig {
             kind,
             base_url: None,
             api_key: None,
+            api_version: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            session_token: None,
             data_collection: DataCollection::default(),
             connect_timeout: Self::default_connect_timeout(),
             first_token_timeout: Self::default_first_token_timeout(),
@@ -330,6 +357,7 @@ impl LoadedConfig {
                 .count();
             let key = match (provider.kind, &provider.api_key) {
                 (ProviderKind::Mock, _) => "no key needed",
+                (ProviderKind::Bedrock, _) => "AWS credentials set",
                 (_, Some(_)) => "key set",
                 (_, None) => "no key",
             };
@@ -346,7 +374,9 @@ impl LoadedConfig {
             if serving == 0 {
                 warnings.push(format!("provider {:?} serves no model", provider.id));
             }
-            if provider.kind != ProviderKind::Mock && provider.api_key.is_none() {
+            let needs_api_key =
+                !matches!(provider.kind, ProviderKind::Mock | ProviderKind::Bedrock);
+            if needs_api_key && provider.api_key.is_none() {
                 warnings.push(format!("provider {:?} has no api_key", provider.id));
             }
         }
@@ -375,6 +405,8 @@ impl ProviderKind {
             ProviderKind::OpenaiCompatible => "openai-compatible",
             ProviderKind::Anthropic => "anthropic",
             ProviderKind::Gemini => "gemini",
+            ProviderKind::Azure => "azure",
+            ProviderKind::Bedrock => "bedrock",
             ProviderKind::Mock => "mock",
         }
     }

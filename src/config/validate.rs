@@ -11,6 +11,10 @@ use crate::usage::Price;
 /// Where the `openai` kind sends requests when the config names no `base_url`.
 pub(super) const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 
+/// The `api-version` the `azure` kind sends when the config names none: the latest GA version of
+/// the Azure OpenAI data-plane inference API for deployment URLs.
+pub(crate) const AZURE_API_VERSION: &str = "2024-10-21";
+
 /// One thing wrong with the config: the key it is about and a message that names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Problem {
@@ -144,14 +148,32 @@ fn providers(providers: &mut [ProviderConfig], problems: &mut Vec<Problem>) {
             first_use.insert(provider.id.clone(), index);
         }
 
-        clear_if_empty(&mut provider.api_key);
-        clear_if_empty(&mut provider.base_url);
+        for value in [
+            &mut provider.api_key,
+            &mut provider.base_url,
+            &mut provider.api_version,
+            &mut provider.region,
+            &mut provider.access_key_id,
+            &mut provider.secret_access_key,
+            &mut provider.session_token,
+        ] {
+            clear_if_empty(value);
+        }
+        kind_specific(provider, &mut problem);
         match (&provider.kind, &provider.base_url) {
             (ProviderKind::Openai, None) => provider.base_url = Some(OPENAI_BASE_URL.to_owned()),
             (ProviderKind::OpenaiCompatible, None) => {
                 problem(
                     "base_url",
                     "base_url is required for kind \"openai-compatible\"".into(),
+                );
+            }
+            (ProviderKind::Azure, None) => {
+                problem(
+                    "base_url",
+                    "base_url is required for kind \"azure\" (the resource endpoint, such as \
+                     \"https://NAME.openai.azure.com\")"
+                        .into(),
                 );
             }
             (_, Some(url)) if !(url.starts_with("https://") || url.starts_with("http://")) => {
@@ -172,6 +194,124 @@ fn providers(providers: &mut [ProviderConfig], problems: &mut Vec<Problem>) {
         for (key, timeout) in timeouts {
             if timeout.0.is_zero() {
                 problem(key, format!("{key} must be above zero"));
+            }
+        }
+    }
+}
+
+/// The keys only one kind reads: required ones must be there, the others must not be (a
+/// `region` on an `openai` provider is a mistake worth hearing about), and defaults that depend
+/// on them are filled in.
+fn kind_specific(provider: &mut ProviderConfig, problem: &mut impl FnMut(&'static str, String)) {
+    let kind = provider.kind;
+    let foreign = |key: &'static str, owner: ProviderKind| {
+        (kind != owner).then(|| {
+            (
+                key,
+                format!("{key} applies only to kind {:?}", owner.name()),
+            )
+        })
+    };
+    let set = [
+        (
+            "api_version",
+            provider.api_version.is_some(),
+            ProviderKind::Azure,
+        ),
+        ("region", provider.region.is_some(), ProviderKind::Bedrock),
+        (
+            "access_key_id",
+            provider.access_key_id.is_some(),
+            ProviderKind::Bedrock,
+        ),
+        (
+            "secret_access_key",
+            provider.secret_access_key.is_some(),
+            ProviderKind::Bedrock,
+        ),
+        (
+            "session_token",
+            provider.session_token.is_some(),
+            ProviderKind::Bedrock,
+        ),
+    ];
+    for (key, message) in set
+        .into_iter()
+        .filter(|(_, is_set, _)| *is_set)
+        .filter_map(|(key, _, owner)| foreign(key, owner))
+    {
+        problem(key, message);
+    }
+    match kind {
+        ProviderKind::Azure => {
+            provider
+                .api_version
+                .get_or_insert_with(|| AZURE_API_VERSION.to_owned());
+        }
+        ProviderKind::Bedrock => {
+            match &provider.region {
+                None => problem(
+                    "region",
+                    "region is required for kind \"bedrock\" (or set AWS_REGION)".to_owned(),
+                ),
+                Some(region)
+                    if !region
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') =>
+                {
+                    problem(
+                        "region",
+                        format!(
+                            "region {region:?} is not an AWS region name, such as \"us-east-1\""
+                        ),
+                    );
+                }
+                Some(region) if provider.base_url.is_none() => {
+                    provider.base_url =
+                        Some(format!("https://bedrock-runtime.{region}.amazonaws.com"));
+                }
+                Some(_) => {}
+            }
+            for (key, value) in [
+                ("access_key_id", &provider.access_key_id),
+                ("secret_access_key", &provider.secret_access_key),
+            ] {
+                if value.is_none() {
+                    problem(
+                        key,
+                        format!(
+                            "{key} is required for kind \"bedrock\" (or set AWS_ACCESS_KEY_ID and \
+                             AWS_SECRET_ACCESS_KEY)"
+                        ),
+                    );
+                }
+            }
+        }
+        ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::Mock => {}
+    }
+}
+
+/// Fills `bedrock` providers' unset region and credentials from the standard AWS environment
+/// variables, as every AWS tool does. The credentials are taken as a set, and only when the file
+/// names neither key, so a file's key is never paired with another account's secret.
+pub(super) fn aws_environment(
+    providers: &mut [ProviderConfig],
+    env: &dyn Fn(&str) -> Option<String>,
+) {
+    let var = |name: &str| env(name).filter(|value| !value.trim().is_empty());
+    let unset = |value: &Option<String>| value.as_deref().is_none_or(|v| v.trim().is_empty());
+    for provider in providers
+        .iter_mut()
+        .filter(|provider| provider.kind == ProviderKind::Bedrock)
+    {
+        if unset(&provider.region) {
+            provider.region = var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION"));
+        }
+        if unset(&provider.access_key_id) && unset(&provider.secret_access_key) {
+            provider.access_key_id = var("AWS_ACCESS_KEY_ID");
+            provider.secret_access_key = var("AWS_SECRET_ACCESS_KEY");
+            if unset(&provider.session_token) {
+                provider.session_token = var("AWS_SESSION_TOKEN");
             }
         }
     }
@@ -356,6 +496,119 @@ mod tests {
             config.providers[0].base_url.as_deref(),
             Some(OPENAI_BASE_URL)
         );
+    }
+
+    #[test]
+    fn azure_requires_a_base_url_and_gets_the_ga_api_version() {
+        let text = r#"
+            [[providers]]
+            id = "azure"
+            kind = "azure"
+            [[providers]]
+            id = "azure-eu"
+            kind = "azure"
+            base_url = "https://contoso.openai.azure.com"
+        "#;
+        let messages = messages(text);
+        assert_eq!(messages.len(), 1, "{messages:?}");
+        assert!(messages[0].starts_with(r#"providers[0] (id "azure"): base_url is required"#));
+        let mut config = parse(text);
+        settings(&mut config, &mut Vec::new());
+        assert_eq!(
+            config.providers[1].api_version.as_deref(),
+            Some(AZURE_API_VERSION)
+        );
+    }
+
+    #[test]
+    fn bedrock_requires_a_region_and_credentials_and_gets_the_regional_url() {
+        let missing = r#"
+            [[providers]]
+            id = "bedrock"
+            kind = "bedrock"
+        "#;
+        let messages = messages(missing);
+        assert_eq!(messages.len(), 3, "{messages:?}");
+        assert!(messages[0].contains("region is required"));
+        assert!(messages[1].contains("access_key_id is required"));
+        assert!(messages[2].contains("secret_access_key is required"));
+
+        let complete = r#"
+            [[providers]]
+            id = "bedrock"
+            kind = "bedrock"
+            region = "eu-west-3"
+            access_key_id = "AKID"
+            secret_access_key = "secret"
+        "#;
+        let mut config = parse(complete);
+        let mut problems = Vec::new();
+        settings(&mut config, &mut problems);
+        assert!(problems.is_empty());
+        assert_eq!(
+            config.providers[0].base_url.as_deref(),
+            Some("https://bedrock-runtime.eu-west-3.amazonaws.com")
+        );
+    }
+
+    #[test]
+    fn keys_of_another_kind_are_errors() {
+        let text = r#"
+            [[providers]]
+            id = "openai"
+            kind = "openai"
+            region = "us-east-1"
+            api_version = "2024-10-21"
+        "#;
+        assert_eq!(
+            messages(text),
+            [
+                r#"providers[0] (id "openai"): api_version applies only to kind "azure""#,
+                r#"providers[0] (id "openai"): region applies only to kind "bedrock""#,
+            ]
+        );
+    }
+
+    #[test]
+    fn bedrock_falls_back_to_the_standard_aws_environment() {
+        let text = r#"
+            [[providers]]
+            id = "bedrock"
+            kind = "bedrock"
+        "#;
+        let env = |name: &str| match name {
+            "AWS_REGION" => Some("us-west-2".to_owned()),
+            "AWS_ACCESS_KEY_ID" => Some("AKIDENV".to_owned()),
+            "AWS_SECRET_ACCESS_KEY" => Some("env-secret".to_owned()),
+            "AWS_SESSION_TOKEN" => Some("env-token".to_owned()),
+            _ => None,
+        };
+        let mut config = parse(text);
+        aws_environment(&mut config.providers, &env);
+        let mut problems = Vec::new();
+        settings(&mut config, &mut problems);
+        assert!(problems.is_empty());
+        let provider = &config.providers[0];
+        assert_eq!(provider.region.as_deref(), Some("us-west-2"));
+        assert_eq!(provider.access_key_id.as_deref(), Some("AKIDENV"));
+        assert_eq!(provider.session_token.as_deref(), Some("env-token"));
+        let printed = format!("{provider:?}");
+        assert!(!printed.contains("env-secret") && !printed.contains("env-token"));
+    }
+
+    #[test]
+    fn a_files_access_key_is_never_paired_with_the_environments_secret() {
+        let text = r#"
+            [[providers]]
+            id = "bedrock"
+            kind = "bedrock"
+            region = "us-east-1"
+            access_key_id = "AKIDFILE"
+        "#;
+        let env = |name: &str| (name == "AWS_SECRET_ACCESS_KEY").then(|| "env-secret".to_owned());
+        let mut config = parse(text);
+        aws_environment(&mut config.providers, &env);
+        assert_eq!(config.providers[0].secret_access_key, None);
     }
 
     #[test]

@@ -9,6 +9,10 @@ use http::StatusCode;
 pub enum ProviderError {
     #[error("the endpoint cannot serve this request: {0}")]
     Unsupported(String),
+    /// The caller's request cannot be expressed in the provider's API at all (an image by URL
+    /// where only inline bytes are accepted): the caller's to fix, so it answers 400.
+    #[error("the request cannot be sent to this provider: {0}")]
+    InvalidRequest(String),
     #[error("the upstream sent a body the gateway cannot read: {0}")]
     InvalidResponse(String),
     #[error("cannot encode the upstream request: {0}")]
@@ -120,7 +124,11 @@ impl UpstreamError {
 
 impl From<ProviderError> for UpstreamError {
     fn from(error: ProviderError) -> Self {
-        UpstreamError::new(UpstreamErrorKind::Protocol, error.to_string())
+        let kind = match error {
+            ProviderError::InvalidRequest(_) => UpstreamErrorKind::BadRequest,
+            _ => UpstreamErrorKind::Protocol,
+        };
+        UpstreamError::new(kind, error.to_string())
     }
 }
 

@@ -3,7 +3,10 @@
 //! HTTP sender. Adapters never touch accounts, routing or the store.
 
 mod anthropic;
+mod azure;
+mod bedrock;
 mod error;
+mod eventstream;
 mod gemini;
 mod mock;
 mod openai;
@@ -88,8 +91,21 @@ pub enum UpstreamRequest {
     Local { status: StatusCode, body: Bytes },
 }
 
+/// How an upstream frames the events of a streamed body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Server-sent events (`text/event-stream`): nearly every provider.
+    Sse,
+    /// AWS event-stream binary messages (Bedrock's streaming APIs).
+    AwsEventStream,
+}
+
 /// Translates between the canonical OpenAI types and one upstream API. Does no I/O.
 pub trait Provider: Send + Sync {
+    /// How streamed bodies are split into the events the [`StreamDecoder`] reads.
+    fn framing(&self) -> Framing {
+        Framing::Sse
+    }
     fn build_request(
         &self,
         request: &ChatRequest,
@@ -101,7 +117,8 @@ pub trait Provider: Send + Sync {
     fn parse_error(&self, status: StatusCode, body: &[u8]) -> UpstreamError;
 }
 
-/// Turns one upstream stream's SSE events into canonical chunks.
+/// Turns one upstream stream's events into canonical chunks. Events arrive as [`SseEvent`]s
+/// whatever the [`Framing`]: an event-stream message's type is the event name, its payload the data.
 pub trait StreamDecoder: Send {
     /// Chunks produced by one event; `Ok(None)` for events that carry none (pings, comments) and
     /// `Err` for an error the upstream reported inside the stream.

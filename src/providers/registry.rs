@@ -6,11 +6,13 @@ use std::sync::Arc;
 
 use super::anthropic::{self, Anthropic};
 use super::gemini::{self, Gemini};
+use super::azure::Azure;
+use super::bedrock::{Bedrock, Credentials};
 use super::mock::Mock;
 use super::openai::OpenAi;
 use super::upstream::Upstream;
 use super::{Provider, ProviderError};
-use crate::config::{DataCollection, ProviderConfig, ProviderKind};
+use crate::config::{AZURE_API_VERSION, DataCollection, ProviderConfig, ProviderKind};
 
 /// A configured provider: its adapter, its pool, and what routing needs to know of it.
 pub struct ProviderEntry {
@@ -28,6 +30,8 @@ pub enum RegistryError {
     Client { id: String, source: std::io::Error },
     #[error("provider {id:?}: base_url is required for kind {kind:?}")]
     MissingBaseUrl { id: String, kind: &'static str },
+    #[error("provider {id:?}: {key} is required for kind \"bedrock\"")]
+    MissingAwsSetting { id: String, key: &'static str },
 }
 
 /// Every configured provider by id. Immutable once built; shared through `Arc`.
@@ -74,6 +78,37 @@ fn adapter_for(config: &ProviderConfig) -> Result<Box<dyn Provider>, RegistryErr
                 .as_deref()
                 .unwrap_or(gemini::DEFAULT_BASE_URL);
             Box::new(Gemini::new(base_url, api_key).map_err(adapter_error)?)
+        }
+        ProviderKind::Azure => {
+            let base_url =
+                config
+                    .base_url
+                    .as_deref()
+                    .ok_or_else(|| RegistryError::MissingBaseUrl {
+                        id: config.id.clone(),
+                        kind: "azure",
+                    })?;
+            let api_version = config.api_version.as_deref().unwrap_or(AZURE_API_VERSION);
+            Box::new(Azure::new(base_url, api_version, api_key).map_err(adapter_error)?)
+        }
+        ProviderKind::Bedrock => {
+            let required = |value: &Option<String>, key| {
+                value
+                    .clone()
+                    .ok_or_else(|| RegistryError::MissingAwsSetting {
+                        id: config.id.clone(),
+                        key,
+                    })
+            };
+            let region = required(&config.region, "region")?;
+            let credentials = Credentials {
+                access_key_id: required(&config.access_key_id, "access_key_id")?,
+                secret_access_key: required(&config.secret_access_key, "secret_access_key")?,
+                session_token: config.session_token.clone(),
+            };
+            // Loading the config fills in the regional default.
+            let base_url = required(&config.base_url, "base_url")?;
+            Box::new(Bedrock::new(&base_url, region, credentials).map_err(adapter_error)?)
         }
     })
 }

@@ -1,5 +1,6 @@
 //! The only HTTP sender: one pooled client per provider, every timeout, status → error, and the
-//! SSE event stream with its idle timeout. Knows nothing of any provider's JSON.
+//! event stream (SSE or AWS event-stream framing) with its idle timeout. Knows nothing of any
+//! provider's JSON.
 
 use std::time::Duration;
 
@@ -13,8 +14,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::time::{Instant, timeout_at};
 
+use super::eventstream::EventStreamParser;
 use super::sse::{SseEvent, SseParser};
-use super::{Provider, UpstreamError, UpstreamErrorKind, UpstreamRequest};
+use super::{Framing, Provider, UpstreamError, UpstreamErrorKind, UpstreamRequest};
 use crate::config::ProviderConfig;
 
 type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -102,7 +104,7 @@ impl Upstream {
         };
         let upstream = UpstreamResponse {
             body,
-            parser: SseParser::default(),
+            parser: EventParser::new(provider.framing()),
             deadline,
             first_token_deadline,
             idle: self.timeouts.idle,
@@ -126,11 +128,48 @@ enum Body {
     Local(Option<Bytes>),
 }
 
+/// Splits a streamed body into events by the provider's [`Framing`].
+#[derive(Debug)]
+enum EventParser {
+    Sse(SseParser),
+    AwsEventStream(EventStreamParser),
+}
+
+impl EventParser {
+    fn new(framing: Framing) -> Self {
+        match framing {
+            Framing::Sse => EventParser::Sse(SseParser::default()),
+            Framing::AwsEventStream => EventParser::AwsEventStream(EventStreamParser::default()),
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        match self {
+            EventParser::Sse(parser) => parser.push(bytes),
+            EventParser::AwsEventStream(parser) => parser.push(bytes),
+        }
+    }
+
+    fn next_event(&mut self) -> Option<Result<SseEvent, UpstreamError>> {
+        match self {
+            EventParser::Sse(parser) => parser.next_event().map(Ok),
+            EventParser::AwsEventStream(parser) => parser.next_event(),
+        }
+    }
+
+    fn finish(&mut self) -> Option<Result<SseEvent, UpstreamError>> {
+        match self {
+            EventParser::Sse(parser) => parser.finish().map(Ok),
+            EventParser::AwsEventStream(parser) => parser.finish(),
+        }
+    }
+}
+
 /// A successful upstream response whose body has not been read yet.
 #[derive(Debug)]
 pub struct UpstreamResponse {
     body: Body,
-    parser: SseParser,
+    parser: EventParser,
     deadline: Instant,
     first_token_deadline: Instant,
     idle: Duration,
@@ -158,13 +197,13 @@ impl UpstreamResponse {
         }
     }
 
-    /// The next SSE event, or `None` at the end of the body. The first event must arrive before
+    /// The next event, or `None` at the end of the body. The first event must arrive before
     /// the first-token deadline, each later one within the idle timeout, all before the deadline.
     pub async fn next_event(&mut self) -> Option<Result<SseEvent, UpstreamError>> {
         loop {
             if let Some(event) = self.parser.next_event() {
                 self.seen_event = true;
-                return Some(Ok(event));
+                return Some(event);
             }
             let chunk = match &mut self.body {
                 Body::Local(body) => body.take(),
@@ -185,7 +224,7 @@ impl UpstreamResponse {
             };
             match chunk {
                 Some(chunk) => self.parser.push(&chunk),
-                None => return self.parser.finish().map(Ok),
+                None => return self.parser.finish(),
             }
         }
     }

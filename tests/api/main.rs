@@ -1,6 +1,8 @@
 #![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 mod anthropic;
+mod azure;
+mod bedrock;
 mod chat_completions;
 mod cli;
 mod config_check;
