@@ -287,7 +287,11 @@ fn kind_specific(provider: &mut ProviderConfig, problem: &mut impl FnMut(&'stati
                 }
             }
         }
-        ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::Mock => {}
+        ProviderKind::Openai
+        | ProviderKind::OpenaiCompatible
+        | ProviderKind::Anthropic
+        | ProviderKind::Gemini
+        | ProviderKind::Mock => {}
     }
 }
 

@@ -62,8 +62,9 @@ impl Anthropic {
     }
 }
 
-fn unsupported(reason: impl Into<String>) -> ProviderError {
-    ProviderError::Unsupported(reason.into())
+/// The caller's request cannot be expressed in this API: a 400, not a reason to fail over.
+fn invalid_request(reason: impl Into<String>) -> ProviderError {
+    ProviderError::InvalidRequest(reason.into())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -205,7 +206,7 @@ fn encode_body(request: &ChatRequest, target: Target<'_>) -> Result<Bytes, Provi
             Role::Assistant => (TurnRole::Assistant, assistant_blocks(message)?),
             Role::Tool => (TurnRole::User, vec![tool_result(message)?]),
             Role::Function => {
-                return Err(unsupported(
+                return Err(invalid_request(
                     "the deprecated `function` role; send `tool` messages instead",
                 ));
             }
@@ -294,12 +295,12 @@ fn part_block(part: &Map<String, Value>) -> Result<Block<'_>, ProviderError> {
                 .and_then(|image| image.get("url"))
                 .or(image)
                 .and_then(Value::as_str)
-                .ok_or_else(|| unsupported("an image_url part without a url"))?;
+                .ok_or_else(|| invalid_request("an image_url part without a url"))?;
             BlockKind::Image {
                 source: image_source(url)?,
             }
         }
-        other => return Err(unsupported(format!("content parts of type {other:?}"))),
+        other => return Err(invalid_request(format!("content parts of type {other:?}"))),
     };
     Ok(Block {
         kind,
@@ -311,13 +312,13 @@ fn image_source(url: &str) -> Result<ImageSource<'_>, ProviderError> {
     if let Some(data_url) = url.strip_prefix("data:") {
         let (media_type, data) = data_url
             .split_once(";base64,")
-            .ok_or_else(|| unsupported("image data URLs that are not base64"))?;
+            .ok_or_else(|| invalid_request("image data URLs that are not base64"))?;
         return Ok(ImageSource::Base64 { media_type, data });
     }
     if url.starts_with("https://") || url.starts_with("http://") {
         return Ok(ImageSource::Url { url });
     }
-    Err(unsupported(
+    Err(invalid_request(
         "image URLs other than http(s) and base64 data URLs",
     ))
 }
@@ -334,14 +335,14 @@ fn assistant_blocks(message: &Message) -> Result<Vec<Block<'_>>, ProviderError> 
         let id = call
             .get("id")
             .and_then(Value::as_str)
-            .ok_or_else(|| unsupported("a tool call without an id"))?;
-        let name = field("name").ok_or_else(|| unsupported("a tool call without a name"))?;
+            .ok_or_else(|| invalid_request("a tool call without an id"))?;
+        let name = field("name").ok_or_else(|| invalid_request("a tool call without a name"))?;
         let arguments = field("arguments").unwrap_or_default();
         let input = if arguments.trim().is_empty() {
             Value::Object(Map::new())
         } else {
             serde_json::from_str(arguments).map_err(|_| {
-                unsupported(format!(
+                invalid_request(format!(
                     "tool call {id:?}: its arguments are not a JSON object"
                 ))
             })?
@@ -358,7 +359,7 @@ fn tool_result(message: &Message) -> Result<Block<'_>, ProviderError> {
     let tool_use_id = message
         .tool_call_id
         .as_deref()
-        .ok_or_else(|| unsupported("a tool message without tool_call_id"))?;
+        .ok_or_else(|| invalid_request("a tool message without tool_call_id"))?;
     Ok(Block {
         kind: BlockKind::ToolResult {
             tool_use_id,
@@ -372,11 +373,11 @@ fn tool_definition(tool: &Value) -> Result<ToolDefinition<'_>, ProviderError> {
     let function = tool
         .get("function")
         .filter(|_| tool.get("type").and_then(Value::as_str) == Some("function"))
-        .ok_or_else(|| unsupported("tools other than functions"))?;
+        .ok_or_else(|| invalid_request("tools other than functions"))?;
     let name = function
         .get("name")
         .and_then(Value::as_str)
-        .ok_or_else(|| unsupported("a function tool without a name"))?;
+        .ok_or_else(|| invalid_request("a function tool without a name"))?;
     let input_schema = function.get("parameters").map_or_else(
         || Cow::Owned(json!({"type": "object", "properties": {}})),
         Cow::Borrowed,
@@ -395,18 +396,18 @@ fn tool_choice(choice: &Value) -> Result<ToolChoice<'_>, ProviderError> {
             "auto" => Ok(ToolChoice::Auto),
             "none" => Ok(ToolChoice::None),
             "required" => Ok(ToolChoice::Any),
-            other => Err(unsupported(format!("tool_choice {other:?}"))),
+            other => Err(invalid_request(format!("tool_choice {other:?}"))),
         },
         named => named
             .pointer("/function/name")
             .and_then(Value::as_str)
             .map(|name| ToolChoice::Tool { name })
-            .ok_or_else(|| unsupported("a tool_choice object without function.name")),
+            .ok_or_else(|| invalid_request("a tool_choice object without function.name")),
     }
 }
 
 fn stop_sequences(stop: Option<&Value>) -> Result<Vec<&str>, ProviderError> {
-    let invalid = || unsupported("`stop` that is neither a string nor a list of strings");
+    let invalid = || invalid_request("`stop` that is neither a string nor a list of strings");
     match stop {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::String(sequence)) => Ok(vec![sequence.as_str()]),
@@ -457,12 +458,12 @@ fn output_config(
         Some("json_schema") => {
             let schema = format
                 .pointer("/json_schema/schema")
-                .ok_or_else(|| unsupported("a json_schema response_format without a schema"))?;
+                .ok_or_else(|| invalid_request("a json_schema response_format without a schema"))?;
             Ok(Some(OutputConfig {
                 format: OutputFormat::JsonSchema { schema },
             }))
         }
-        other => Err(unsupported(format!(
+        other => Err(invalid_request(format!(
             "response_format {other:?}: Anthropic constrains output only to a json_schema"
         ))),
     }

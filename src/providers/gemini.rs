@@ -265,8 +265,9 @@ struct ThinkingConfig {
     include_thoughts: bool,
 }
 
-fn unsupported(what: impl Into<String>) -> ProviderError {
-    ProviderError::Unsupported(what.into())
+/// The caller's request cannot be expressed in this API: a 400, not a reason to fail over.
+fn invalid_request(what: impl Into<String>) -> ProviderError {
+    ProviderError::InvalidRequest(what.into())
 }
 
 fn encode_body(request: &ChatRequest, target: Target<'_>) -> Result<Bytes, ProviderError> {
@@ -364,11 +365,11 @@ fn encode_part(part: &Map<String, Value>) -> Result<Part<'_>, ProviderError> {
                 .and_then(|image| image.get("url"))
                 .or(image)
                 .and_then(Value::as_str)
-                .ok_or_else(|| unsupported("an image_url part without a url"))?;
+                .ok_or_else(|| invalid_request("an image_url part without a url"))?;
             encode_image(url)?
         }
         other => {
-            return Err(unsupported(format!(
+            return Err(invalid_request(format!(
                 "content parts of type {:?}",
                 other.unwrap_or("(none)")
             )));
@@ -383,7 +384,7 @@ fn encode_image(url: &str) -> Result<PartData<'_>, ProviderError> {
     if let Some(rest) = url.strip_prefix("data:") {
         let (mime_type, data) = rest
             .split_once(";base64,")
-            .ok_or_else(|| unsupported("image data URLs that are not base64"))?;
+            .ok_or_else(|| invalid_request("image data URLs that are not base64"))?;
         return Ok(PartData::InlineData { mime_type, data });
     }
     if url.starts_with("https://") || url.starts_with("http://") {
@@ -392,7 +393,7 @@ fn encode_image(url: &str) -> Result<PartData<'_>, ProviderError> {
             file_uri: url,
         });
     }
-    Err(unsupported("image URLs that are neither data: nor http(s)"))
+    Err(invalid_request("image URLs that are neither data: nor http(s)"))
 }
 
 /// The MIME type of an image URL's file extension, when it has a well-known one.
@@ -418,11 +419,11 @@ fn encode_assistant<'a>(
     for call in message.tool_calls.iter().flatten() {
         let function = call
             .get("function")
-            .ok_or_else(|| unsupported("tool calls that are not function calls"))?;
+            .ok_or_else(|| invalid_request("tool calls that are not function calls"))?;
         let name = function
             .get("name")
             .and_then(Value::as_str)
-            .ok_or_else(|| unsupported("a tool call without a function name"))?;
+            .ok_or_else(|| invalid_request("a tool call without a function name"))?;
         if let Some(id) = call.get("id").and_then(Value::as_str) {
             call_names.insert(id, name);
         }
@@ -434,7 +435,7 @@ fn encode_assistant<'a>(
             Ok(args @ Value::Object(_)) => args,
             _ if arguments.trim().is_empty() => json!({}),
             _ => {
-                return Err(unsupported(
+                return Err(invalid_request(
                     "tool call arguments that are not a JSON object",
                 ));
             }
@@ -458,7 +459,7 @@ fn encode_tool_result<'a>(
         .as_deref()
         .and_then(|id| call_names.get(id).copied())
         .or(message.name.as_deref())
-        .ok_or_else(|| unsupported("a tool message whose tool_call_id matches no earlier call"))?;
+        .ok_or_else(|| invalid_request("a tool message whose tool_call_id matches no earlier call"))?;
     let text = message
         .content
         .as_ref()
@@ -481,12 +482,12 @@ fn encode_tools(tools: &[Value]) -> Result<Tool<'_>, ProviderError> {
             let function = tool
                 .get("function")
                 .filter(|_| tool.get("type").and_then(Value::as_str) == Some("function"))
-                .ok_or_else(|| unsupported("tools that are not functions"))?;
+                .ok_or_else(|| invalid_request("tools that are not functions"))?;
             Ok(FunctionDeclaration {
                 name: function
                     .get("name")
                     .and_then(Value::as_str)
-                    .ok_or_else(|| unsupported("a function tool without a name"))?,
+                    .ok_or_else(|| invalid_request("a function tool without a name"))?,
                 description: function.get("description").and_then(Value::as_str),
                 parameters_json_schema: function.get("parameters"),
             })
@@ -503,17 +504,17 @@ fn encode_tool_choice(choice: &Value) -> Result<ToolConfig<'_>, ProviderError> {
             "auto" => ("AUTO", None),
             "none" => ("NONE", None),
             "required" => ("ANY", None),
-            other => return Err(unsupported(format!("tool_choice {other:?}"))),
+            other => return Err(invalid_request(format!("tool_choice {other:?}"))),
         },
         Value::Object(_) => {
             let name = choice
                 .pointer("/function/name")
                 .and_then(Value::as_str)
-                .ok_or_else(|| unsupported("a tool_choice object without function.name"))?;
+                .ok_or_else(|| invalid_request("a tool_choice object without function.name"))?;
             ("ANY", Some([name]))
         }
         _ => {
-            return Err(unsupported(
+            return Err(invalid_request(
                 "a tool_choice that is neither a string nor an object",
             ));
         }
@@ -539,7 +540,7 @@ fn encode_response_format(format: Option<&Value>) -> Result<GenerationConfig<'_>
         Some("text") => Ok(GenerationConfig::default()),
         Some("json_object") => Ok(json(None)),
         Some("json_schema") => Ok(json(format.pointer("/json_schema/schema"))),
-        other => Err(unsupported(format!(
+        other => Err(invalid_request(format!(
             "response_format type {:?}",
             other.unwrap_or("(none)")
         ))),
