@@ -393,7 +393,9 @@ fn encode_image(url: &str) -> Result<PartData<'_>, ProviderError> {
             file_uri: url,
         });
     }
-    Err(invalid_request("image URLs that are neither data: nor http(s)"))
+    Err(invalid_request(
+        "image URLs that are neither data: nor http(s)",
+    ))
 }
 
 /// The MIME type of an image URL's file extension, when it has a well-known one.
@@ -459,7 +461,9 @@ fn encode_tool_result<'a>(
         .as_deref()
         .and_then(|id| call_names.get(id).copied())
         .or(message.name.as_deref())
-        .ok_or_else(|| invalid_request("a tool message whose tool_call_id matches no earlier call"))?;
+        .ok_or_else(|| {
+            invalid_request("a tool message whose tool_call_id matches no earlier call")
+        })?;
     let text = message
         .content
         .as_ref()

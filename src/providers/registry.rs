@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::anthropic::{self, Anthropic};
-use super::gemini::{self, Gemini};
 use super::azure::Azure;
 use super::bedrock::{Bedrock, Credentials};
+use super::gemini::{self, Gemini};
 use super::mock::Mock;
 use super::openai::OpenAi;
 use super::upstream::Upstream;
