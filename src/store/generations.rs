@@ -1,8 +1,9 @@
 //! The `generations` table: one row per request, written in batches. No pricing or HTTP here.
 
-use std::sync::LazyLock;
+use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{Connection, TransactionBehavior, params};
 
 use super::{Pool, Store, StoreError, on_pool};
 
@@ -46,39 +47,14 @@ macro_rules! columns {
     };
 }
 
-/// Rows per SQLite statement, largest first. sqlx-sqlite hands every statement to its worker
-/// thread, so one statement per row costs two thread switches per row; a few fixed sizes keep the
-/// statement texts (and so the prepared-statement cache) to three, whatever the batch size.
-const SQLITE_CHUNKS: [usize; 3] = [64, 8, 1];
-const COLUMNS: usize = 22;
-
-/// The multi-row insert for each chunk size, written once.
-static SQLITE_INSERTS: LazyLock<[String; 3]> = LazyLock::new(|| SQLITE_CHUNKS.map(sqlite_insert));
-
-fn sqlite_insert(rows: usize) -> String {
-    let values: Vec<String> = (0..rows)
-        .map(|row| {
-            let placeholders: Vec<String> = (1..=COLUMNS)
-                .map(|column| format!("${}", row * COLUMNS + column))
-                .collect();
-            format!("({})", placeholders.join(", "))
-        })
-        .collect();
-    format!(
-        concat!(
-            "INSERT INTO generations (",
-            columns!(),
-            ") VALUES {} ON CONFLICT (id) DO NOTHING"
-        ),
-        values.join(", ")
-    )
-}
-
-/// The largest chunk statement that fits in `remaining` rows, with its size.
-fn sqlite_insert_for(remaining: usize) -> Option<(&'static str, usize)> {
-    let index = SQLITE_CHUNKS.iter().position(|size| *size <= remaining)?;
-    Some((SQLITE_INSERTS[index].as_str(), SQLITE_CHUNKS[index]))
-}
+/// One row; a batch runs it once per row inside one transaction on the batch connection, where a
+/// statement costs no thread switch, so multi-row statements would buy nothing.
+const INSERT_ONE: &str = concat!(
+    "INSERT INTO generations (",
+    columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+     ?19, ?20, ?21, ?22) ON CONFLICT (id) DO NOTHING"
+);
 
 /// A whole batch as one array per column; Postgres runs it in one round trip whatever the batch
 /// size, and the text never changes, so it is prepared once per connection.
@@ -91,21 +67,65 @@ const INSERT_UNNEST: &str = concat!(
      $20::bool[], $21::text[], $22::text[]) ON CONFLICT (id) DO NOTHING"
 );
 
+/// One batch in one transaction on the dedicated SQLite connection. `created_at` is written as
+/// sqlx writes it (RFC 3339, UTC offset, only the sub-second digits needed), so rows read back the
+/// same whichever connection wrote them.
+fn insert_batch(connection: &mut Connection, rows: &[GenerationRow]) -> rusqlite::Result<()> {
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut insert = transaction.prepare_cached(INSERT_ONE)?;
+        for row in rows {
+            let created_at = super::at_microseconds(row.created_at)
+                .to_rfc3339_opts(SecondsFormat::AutoSi, false);
+            insert.execute(params![
+                row.id,
+                row.key_hash,
+                row.model,
+                row.provider,
+                row.upstream_model,
+                row.app_referer,
+                row.app_title,
+                created_at,
+                row.latency_ms,
+                row.ttft_ms,
+                row.prompt_tokens,
+                row.completion_tokens,
+                row.cached_tokens,
+                row.cache_write_tokens,
+                row.reasoning_tokens,
+                row.cost,
+                row.status,
+                row.finish_reason,
+                row.streamed,
+                row.cancelled,
+                row.attempts,
+                row.error,
+            ])?;
+        }
+    }
+    transaction.commit()
+}
+
 impl Store {
     /// Inserts a batch in one transaction; a row whose id exists already is skipped.
-    pub async fn insert_generations(&self, rows: &[GenerationRow]) -> Result<(), StoreError> {
+    pub async fn insert_generations(&self, rows: Arc<[GenerationRow]>) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
         }
         match &self.pool {
-            Pool::Sqlite(pool) => {
-                let mut tx = pool.begin().await?;
-                let mut rest = rows;
-                while let Some((sql, size)) = sqlite_insert_for(rest.len()) {
-                    let (chunk, tail) = rest.split_at(size);
-                    let mut insert = sqlx::query(sql);
-                    for row in chunk {
-                        insert = insert
+            Pool::Sqlite(pool) => match &self.sqlite_batch {
+                Some(batch) => {
+                    let rows = Arc::clone(&rows);
+                    batch
+                        .run(move |connection| insert_batch(connection, &rows))
+                        .await?;
+                }
+                // In-memory databases (development only) live inside the sqlx pool's one
+                // connection, so their rows go through it.
+                None => {
+                    let mut tx = pool.begin().await?;
+                    for row in rows.iter() {
+                        sqlx::query(INSERT_ONE)
                             .bind(&row.id)
                             .bind(&row.key_hash)
                             .bind(&row.model)
@@ -127,13 +147,13 @@ impl Store {
                             .bind(row.streamed)
                             .bind(row.cancelled)
                             .bind(&row.attempts)
-                            .bind(&row.error);
+                            .bind(&row.error)
+                            .execute(&mut *tx)
+                            .await?;
                     }
-                    insert.execute(&mut *tx).await?;
-                    rest = tail;
+                    tx.commit().await?;
                 }
-                tx.commit().await?;
-            }
+            },
             Pool::Postgres(pool) => {
                 fn column<'a, T>(
                     rows: &'a [GenerationRow],
@@ -142,28 +162,28 @@ impl Store {
                     rows.iter().map(field).collect()
                 }
                 sqlx::query(INSERT_UNNEST)
-                    .bind(column(rows, |row| row.id.as_str()))
-                    .bind(column(rows, |row| row.key_hash.as_str()))
-                    .bind(column(rows, |row| row.model.as_str()))
-                    .bind(column(rows, |row| row.provider.as_deref()))
-                    .bind(column(rows, |row| row.upstream_model.as_deref()))
-                    .bind(column(rows, |row| row.app_referer.as_deref()))
-                    .bind(column(rows, |row| row.app_title.as_deref()))
-                    .bind(column(rows, |row| super::at_microseconds(row.created_at)))
-                    .bind(column(rows, |row| row.latency_ms))
-                    .bind(column(rows, |row| row.ttft_ms))
-                    .bind(column(rows, |row| row.prompt_tokens))
-                    .bind(column(rows, |row| row.completion_tokens))
-                    .bind(column(rows, |row| row.cached_tokens))
-                    .bind(column(rows, |row| row.cache_write_tokens))
-                    .bind(column(rows, |row| row.reasoning_tokens))
-                    .bind(column(rows, |row| row.cost))
-                    .bind(column(rows, |row| row.status))
-                    .bind(column(rows, |row| row.finish_reason.as_deref()))
-                    .bind(column(rows, |row| row.streamed))
-                    .bind(column(rows, |row| row.cancelled))
-                    .bind(column(rows, |row| row.attempts.as_str()))
-                    .bind(column(rows, |row| row.error.as_deref()))
+                    .bind(column(&rows, |row| row.id.as_str()))
+                    .bind(column(&rows, |row| row.key_hash.as_str()))
+                    .bind(column(&rows, |row| row.model.as_str()))
+                    .bind(column(&rows, |row| row.provider.as_deref()))
+                    .bind(column(&rows, |row| row.upstream_model.as_deref()))
+                    .bind(column(&rows, |row| row.app_referer.as_deref()))
+                    .bind(column(&rows, |row| row.app_title.as_deref()))
+                    .bind(column(&rows, |row| super::at_microseconds(row.created_at)))
+                    .bind(column(&rows, |row| row.latency_ms))
+                    .bind(column(&rows, |row| row.ttft_ms))
+                    .bind(column(&rows, |row| row.prompt_tokens))
+                    .bind(column(&rows, |row| row.completion_tokens))
+                    .bind(column(&rows, |row| row.cached_tokens))
+                    .bind(column(&rows, |row| row.cache_write_tokens))
+                    .bind(column(&rows, |row| row.reasoning_tokens))
+                    .bind(column(&rows, |row| row.cost))
+                    .bind(column(&rows, |row| row.status))
+                    .bind(column(&rows, |row| row.finish_reason.as_deref()))
+                    .bind(column(&rows, |row| row.streamed))
+                    .bind(column(&rows, |row| row.cancelled))
+                    .bind(column(&rows, |row| row.attempts.as_str()))
+                    .bind(column(&rows, |row| row.error.as_deref()))
                     .execute(pool)
                     .await?;
             }
@@ -196,15 +216,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_insert_binds_one_parameter_per_column_and_row() {
+    fn every_insert_binds_one_parameter_per_column() {
         let columns = columns!().split(',').count();
-        assert_eq!(columns, COLUMNS);
+        assert_eq!(columns, 22);
         assert_eq!(INSERT_UNNEST.matches('$').count(), columns);
-        for (rows, sql) in SQLITE_CHUNKS.iter().zip(SQLITE_INSERTS.iter()) {
-            assert_eq!(sql.matches('$').count(), rows * columns);
-        }
-        assert_eq!(sqlite_insert_for(70).map(|(_, size)| size), Some(64));
-        assert_eq!(sqlite_insert_for(6).map(|(_, size)| size), Some(1));
-        assert_eq!(sqlite_insert_for(0), None);
+        assert_eq!(INSERT_ONE.matches('?').count(), columns);
     }
 }

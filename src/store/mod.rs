@@ -3,6 +3,7 @@
 
 mod api_keys;
 mod generations;
+mod sqlite_batch;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -13,11 +14,16 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 pub use api_keys::{ApiKeyRow, NewApiKey};
 pub use generations::GenerationRow;
+use sqlite_batch::BatchConnection;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("a database batch panicked")]
+    BatchPanicked,
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported database url {0:?}: use sqlite://FILE or postgres://...")]
@@ -28,6 +34,8 @@ pub enum StoreError {
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    /// Generation batches on a SQLite file; `None` on Postgres and in-memory SQLite.
+    sqlite_batch: Option<BatchConnection>,
 }
 
 #[derive(Clone)]
@@ -71,19 +79,25 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Connects to `sqlite://FILE` (created when missing), `sqlite::memory:` or `postgres://...`.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
-        let pool = if url.starts_with("sqlite:") {
-            Pool::Sqlite(connect_sqlite(url).await?)
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let pool = PgPoolOptions::new()
-                .max_connections(POSTGRES_MAX_CONNECTIONS)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
-                .connect(url)
-                .await?;
-            Pool::Postgres(pool)
-        } else {
+        if url.starts_with("sqlite:") {
+            let (pool, sqlite_batch) = connect_sqlite(url).await?;
+            return Ok(Store {
+                pool: Pool::Sqlite(pool),
+                sqlite_batch,
+            });
+        }
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));
-        };
-        Ok(Store { pool })
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(POSTGRES_MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect(url)
+            .await?;
+        Ok(Store {
+            pool: Pool::Postgres(pool),
+            sqlite_batch: None,
+        })
     }
 
     /// Applies every embedded migration not yet recorded in the database; a no-op when up to date.
@@ -102,7 +116,9 @@ impl Store {
     }
 }
 
-async fn connect_sqlite(url: &str) -> Result<sqlx::SqlitePool, StoreError> {
+async fn connect_sqlite(
+    url: &str,
+) -> Result<(sqlx::SqlitePool, Option<BatchConnection>), StoreError> {
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .foreign_keys(true)
@@ -118,7 +134,7 @@ async fn connect_sqlite(url: &str) -> Result<sqlx::SqlitePool, StoreError> {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await?;
-        return Ok(pool);
+        return Ok((pool, None));
     }
     // WAL lets readers (dashboards, `GET generation`) proceed while the batch writer commits;
     // NORMAL sync is durable across application crashes in WAL mode, which is what we need.
@@ -131,12 +147,13 @@ async fn connect_sqlite(url: &str) -> Result<sqlx::SqlitePool, StoreError> {
         .pragma("cache_size", "-65536")
         .pragma("mmap_size", "268435456")
         .pragma("temp_store", "memory");
+    let path = options.get_filename().to_owned();
     let pool = SqlitePoolOptions::new()
         .max_connections(SQLITE_MAX_CONNECTIONS)
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect_with(options)
         .await?;
-    Ok(pool)
+    Ok((pool, Some(BatchConnection::open(&path)?)))
 }
 
 /// Postgres keeps microseconds; truncating before writing makes SQLite store the very same instant.

@@ -293,8 +293,8 @@ impl Writer {
 
     async fn write(&mut self) {
         if !self.rows.is_empty() {
-            persist(&self.store, &self.rows).await;
-            self.rows.clear();
+            let batch: Arc<[GenerationRow]> = self.rows.drain(..).collect();
+            persist(&self.store, batch).await;
         }
         self.deadline = None;
         for ack in self.acks.drain(..) {
@@ -306,10 +306,10 @@ impl Writer {
 
 /// Inserts with retries: the insert is one transaction that skips existing ids, so a retry after
 /// an ambiguous failure cannot write a row twice.
-async fn persist(store: &Store, rows: &[GenerationRow]) {
+async fn persist(store: &Store, rows: Arc<[GenerationRow]>) {
     let mut delay = FIRST_RETRY_DELAY;
     for attempt in 1..=WRITE_ATTEMPTS {
-        let Err(error) = store.insert_generations(rows).await else {
+        let Err(error) = store.insert_generations(Arc::clone(&rows)).await else {
             return;
         };
         if attempt == WRITE_ATTEMPTS {
