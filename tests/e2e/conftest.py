@@ -6,8 +6,8 @@ config written here: the built-in mock provider, SQLite in a temporary directory
 tables, and `replaying_upstream` is a stand-in provider for them that replays recorded bodies and
 streams (tests/fixtures/<provider>/), so each adapter's translation is checked through the SDK.
 `translating_client` joins the two: an SDK client on a gateway whose one model is served by a
-provider pointed at the replaying upstream. The plain helpers at the end (`ask`,
-`reassembled_tool_calls`, `assert_openai_error`) are what the provider tests share.
+provider pointed at the replaying upstream. The plain helpers at the end (`ask`, `streamed_text`,
+`reassembled_tool_calls`, `assert_openai_error`, ...) are what the provider tests share.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import urllib.request
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import pytest
 import openai
@@ -296,7 +296,8 @@ class ReplayingUpstream:
     def replay_fixture(
         self, name: str, status: int = 200, headers: dict[str, str] | None = None
     ) -> None:
-        """A file under tests/fixtures/ (`anthropic/stream_text.sse`); `.sse` is sent as a stream."""
+        """A file under tests/fixtures/ (`anthropic/stream_text.sse`); `.sse` is sent as a
+        stream."""
         path = FIXTURES / name
         content_type = "text/event-stream" if path.suffix == ".sse" else "application/json"
         self.replay(path.read_bytes(), status, content_type, headers)
@@ -419,6 +420,25 @@ def translating_client(
 
 def ask(text: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": text}]
+
+
+def streamed_text(chunks: Iterable[Any]) -> str:
+    """The content deltas of streamed chunks, joined."""
+    return "".join(choice.delta.content or "" for chunk in chunks for choice in chunk.choices)
+
+
+def finish_reasons(chunks: Iterable[Any]) -> list[str]:
+    return [c.finish_reason for chunk in chunks for c in chunk.choices if c.finish_reason]
+
+
+def text_before_stream_error(stream: Iterable[Any]) -> tuple[str, openai.APIError]:
+    """Reads a stream the SDK must break off with an `APIError` (a chunk carrying `error`):
+    the text streamed before it, and the error."""
+    chunks: list[Any] = []
+    with pytest.raises(openai.APIError) as raised:
+        for chunk in stream:
+            chunks.append(chunk)
+    return streamed_text(chunks), raised.value
 
 
 def reassembled_tool_calls(chunks: list[Any]) -> dict[int, dict[str, str]]:

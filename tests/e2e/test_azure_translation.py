@@ -15,7 +15,9 @@ from conftest import (
     ReplayingUpstream,
     ask,
     assert_openai_error,
+    finish_reasons,
     reassembled_tool_calls,
+    streamed_text,
 )
 
 MODEL = "contoso/gpt-4o-e2e"
@@ -112,10 +114,8 @@ def test_a_stream_carries_the_prompt_filter_results_and_ends_with_usage_and_cost
     filters = first.model_dump()["prompt_filter_results"][0]["content_filter_results"]
     assert filters["violence"]["filtered"] is False
     assert {chunk.model for chunk in chunks} == {MODEL}
-    text = "".join(c.delta.content or "" for chunk in chunks for c in chunk.choices)
-    assert text == "Hello there."
-    finish = [c.finish_reason for chunk in chunks for c in chunk.choices if c.finish_reason]
-    assert finish == ["stop"]
+    assert streamed_text(chunks) == "Hello there."
+    assert finish_reasons(chunks) == ["stop"]
     assert chunks[-1].choices == []
     usage = chunks[-1].usage
     assert usage is not None

@@ -17,7 +17,10 @@ from conftest import (
     ReplayingUpstream,
     ask,
     assert_openai_error,
+    finish_reasons,
     reassembled_tool_calls,
+    streamed_text,
+    text_before_stream_error,
 )
 
 MODEL = "anthropic/claude-on-bedrock-e2e"
@@ -145,10 +148,8 @@ def test_an_event_stream_is_translated_to_chunks_with_usage_and_cost(
     assert_signed_for(sent, "converse-stream")
     assert sent.headers["accept"] == "application/vnd.amazon.eventstream"
     assert chunks[0].choices[0].delta.role == "assistant"
-    text = "".join(c.delta.content or "" for chunk in chunks for c in chunk.choices)
-    assert text == "Hello world"
-    finish = [c.finish_reason for chunk in chunks for c in chunk.choices if c.finish_reason]
-    assert finish == ["stop"]
+    assert streamed_text(chunks) == "Hello world"
+    assert finish_reasons(chunks) == ["stop"]
     assert chunks[-1].choices == []
     usage = chunks[-1].usage
     assert usage is not None
@@ -240,14 +241,11 @@ def test_an_exception_mid_stream_is_raised_by_the_sdk_after_the_text(
 ) -> None:
     replaying_upstream.replay_event_stream("bedrock/converse_stream_throttled.jsonl")
 
-    text = ""
-    with pytest.raises(openai.APIError) as raised:
-        for chunk in bedrock.chat.completions.create(
-            model=MODEL, messages=ask("Say hello"), stream=True
-        ):
-            text += "".join(c.delta.content or "" for c in chunk.choices)
+    text, error = text_before_stream_error(
+        bedrock.chat.completions.create(model=MODEL, messages=ask("Say hello"), stream=True)
+    )
 
     assert text == "Hel"
-    assert isinstance(raised.value.body, dict)
-    assert raised.value.body["code"] == 429
-    assert raised.value.message == raised.value.body["message"]
+    assert isinstance(error.body, dict)
+    assert error.body["code"] == 429
+    assert error.message == error.body["message"]

@@ -15,7 +15,10 @@ from conftest import (
     ReplayingUpstream,
     ask,
     assert_openai_error,
+    finish_reasons,
     reassembled_tool_calls,
+    streamed_text,
+    text_before_stream_error,
 )
 
 MODEL = "google/gemini-e2e"
@@ -114,10 +117,8 @@ def test_a_translated_stream_yields_the_text_then_usage_with_cost(
     assert sent.headers["x-goog-api-key"] == UPSTREAM_KEY
     assert chunks[0].choices[0].delta.role == "assistant"
     assert len({chunk.id for chunk in chunks}) == 1
-    text = "".join(c.delta.content or "" for chunk in chunks for c in chunk.choices)
-    assert text == "AI learns patterns from data to make predictions."
-    finish = [c.finish_reason for chunk in chunks for c in chunk.choices if c.finish_reason]
-    assert finish == ["stop"]
+    assert streamed_text(chunks) == "AI learns patterns from data to make predictions."
+    assert finish_reasons(chunks) == ["stop"]
     assert chunks[-1].choices == []
     usage = chunks[-1].usage
     assert usage is not None
@@ -205,16 +206,13 @@ def test_an_error_event_mid_stream_is_raised_by_the_sdk_after_the_text(
 ) -> None:
     replaying_upstream.replay_fixture("gemini/error_stream.sse")
 
-    text = ""
-    with pytest.raises(openai.APIError) as raised:
-        for chunk in gemini.chat.completions.create(
-            model=MODEL, messages=ask("Tell me a story"), stream=True
-        ):
-            text += "".join(c.delta.content or "" for c in chunk.choices)
+    text, error = text_before_stream_error(
+        gemini.chat.completions.create(model=MODEL, messages=ask("Tell me a story"), stream=True)
+    )
 
     assert text == "Once upon"
-    assert isinstance(raised.value.body, dict)
+    assert isinstance(error.body, dict)
     # The in-stream error object is OpenRouter's (`message`, `code`, optional `metadata`).
-    assert raised.value.body["code"] == 502
-    assert raised.value.message == raised.value.body["message"]
-    assert "overloaded" not in raised.value.message
+    assert error.body["code"] == 502
+    assert error.message == error.body["message"]
+    assert "overloaded" not in error.message
