@@ -5,6 +5,9 @@ config written here: the built-in mock provider, SQLite in a temporary directory
 `gateway` is one such process for the whole session; `start_gateway` starts more with extra config
 tables, and `replaying_upstream` is a stand-in provider for them that replays recorded bodies and
 streams (tests/fixtures/<provider>/), so each adapter's translation is checked through the SDK.
+`translating_client` joins the two: an SDK client on a gateway whose one model is served by a
+provider pointed at the replaying upstream. The plain helpers at the end (`ask`, `streamed_text`,
+`reassembled_tool_calls`, `assert_openai_error`, ...) are what the provider tests share.
 """
 
 from __future__ import annotations
@@ -14,16 +17,19 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import pytest
+import openai
 from openai import OpenAI
 
 REPO = Path(__file__).resolve().parents[2]
@@ -241,7 +247,11 @@ class ReplayingUpstream:
 
     def __init__(self) -> None:
         self.requests: list[RecordedRequest] = []
-        self._reply: tuple[int, str, bytes] = (500, "text/plain", b"no reply scripted")
+        self._reply: tuple[int, dict[str, str], bytes] = (
+            500,
+            {"content-type": "text/plain"},
+            b"no reply scripted",
+        )
         upstream = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -251,9 +261,10 @@ class ReplayingUpstream:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 headers = {name.lower(): value for name, value in self.headers.items()}
                 upstream.requests.append(RecordedRequest(self.command, self.path, headers, body))
-                status, content_type, reply = upstream._reply
+                status, reply_headers, reply = upstream._reply
                 self.send_response(status)
-                self.send_header("content-type", content_type)
+                for name, value in reply_headers.items():
+                    self.send_header(name, value)
                 self.send_header("content-length", str(len(reply)))
                 self.end_headers()
                 self.wfile.write(reply)
@@ -272,14 +283,35 @@ class ReplayingUpstream:
         """`http://127.0.0.1:{port}`, without a path."""
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def replay(self, body: bytes, status: int = 200, content_type: str = "application/json") -> None:
-        self._reply = (status, content_type, body)
+    def replay(
+        self,
+        body: bytes,
+        status: int = 200,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Answers with `body`; `headers` are sent besides content-type and content-length."""
+        self._reply = (status, {"content-type": content_type, **(headers or {})}, body)
 
-    def replay_fixture(self, name: str, status: int = 200) -> None:
-        """A file under tests/fixtures/ (`anthropic/stream_text.sse`); `.sse` is sent as a stream."""
+    def replay_fixture(
+        self, name: str, status: int = 200, headers: dict[str, str] | None = None
+    ) -> None:
+        """A file under tests/fixtures/ (`anthropic/stream_text.sse`); `.sse` is sent as a
+        stream."""
         path = FIXTURES / name
         content_type = "text/event-stream" if path.suffix == ".sse" else "application/json"
-        self.replay(path.read_bytes(), status, content_type)
+        self.replay(path.read_bytes(), status, content_type, headers)
+
+    def replay_event_stream(self, name: str) -> None:
+        """A `.jsonl` file under tests/fixtures/ as an AWS event stream: each line,
+        `{"event": type, "payload": ...}` or `{"exception": type, "payload": ...}`, becomes one
+        binary message (tests/fixtures/bedrock/README.md)."""
+        body = b"".join(
+            event_stream_line(json.loads(line))
+            for line in (FIXTURES / name).read_text().splitlines()
+            if line.strip()
+        )
+        self.replay(body, content_type="application/vnd.amazon.eventstream")
 
     def last_request(self) -> RecordedRequest:
         assert self.requests, "the upstream received no request"
@@ -288,6 +320,33 @@ class ReplayingUpstream:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def event_stream_message(headers: dict[str, str], payload: bytes) -> bytes:
+    """One message in AWS's event-stream encoding: a prelude (total length, headers length, CRC32
+    of those eight bytes), string-typed headers, the payload and a CRC32 of everything before it,
+    all big-endian ("Event stream encoding", AWS Transcribe developer guide)."""
+    encoded = b""
+    for name, value in headers.items():
+        raw_name, raw_value = name.encode(), value.encode()
+        encoded += struct.pack(">B", len(raw_name)) + raw_name
+        encoded += struct.pack(">BH", 7, len(raw_value)) + raw_value  # 7: string
+    prelude = struct.pack(">II", 12 + len(encoded) + len(payload) + 4, len(encoded))
+    message = prelude + struct.pack(">I", zlib.crc32(prelude)) + encoded + payload
+    return message + struct.pack(">I", zlib.crc32(message))
+
+
+def event_stream_line(line: dict[str, Any]) -> bytes:
+    """A fixture line (`{"event"|"exception": type, "payload": ...}`) as the message AWS sends."""
+    message_type = "event" if "event" in line else "exception"
+    return event_stream_message(
+        {
+            ":message-type": message_type,
+            f":{message_type}-type": line[message_type],
+            ":content-type": "application/json",
+        },
+        json.dumps(line["payload"]).encode(),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -299,11 +358,125 @@ def replaying_upstream() -> Iterator[ReplayingUpstream]:
         upstream.close()
 
 
+def sdk_client(gateway: Gateway) -> OpenAI:
+    # No retries: a retried request would hide the status the gateway really answered.
+    return OpenAI(base_url=gateway.base_url, api_key=gateway.key, max_retries=0, timeout=15)
+
+
 @pytest.fixture
 def client(gateway: Gateway):
-    # No retries: a retried request would hide the status the gateway really answered.
-    with OpenAI(base_url=gateway.base_url, api_key=gateway.key, max_retries=0, timeout=15) as c:
+    with sdk_client(gateway) as c:
         yield c
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string, for the characters used here
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    raise TypeError(f"no TOML for {value!r}")
+
+
+def provider_tables(
+    provider: dict[str, Any], model: dict[str, Any], endpoint: dict[str, Any]
+) -> str:
+    """One `[[providers]]` table and one `[[models]]` table whose one endpoint is served by that
+    provider, as config text. Values are TOML strings, integers, booleans or lists of them; prices
+    are strings (`prompt = "3"`), as in switchyard.toml."""
+    lines = ["[[providers]]"]
+    lines += [f"{key} = {_toml_value(value)}" for key, value in provider.items()]
+    lines += ["", "[[models]]"]
+    lines += [f"{key} = {_toml_value(value)}" for key, value in model.items()]
+    lines += ["  [[models.endpoints]]", f"  provider = {_toml_value(provider['id'])}"]
+    lines += [f"  {key} = {_toml_value(value)}" for key, value in endpoint.items()]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def translating_client(
+    start_gateway: Callable[[str], Gateway],
+) -> Iterator[Callable[[dict[str, Any], dict[str, Any], dict[str, Any]], OpenAI]]:
+    """`(provider, model, endpoint) -> OpenAI`: an SDK client on a new gateway whose config adds
+    `provider_tables(provider, model, endpoint)`; the clients are closed with the module."""
+    clients: list[OpenAI] = []
+
+    def open_client(
+        provider: dict[str, Any], model: dict[str, Any], endpoint: dict[str, Any]
+    ) -> OpenAI:
+        client = sdk_client(start_gateway(provider_tables(provider, model, endpoint)))
+        clients.append(client)
+        return client
+
+    try:
+        yield open_client
+    finally:
+        for client in clients:
+            client.close()
+
+
+def ask(text: str) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": text}]
+
+
+def streamed_text(chunks: Iterable[Any]) -> str:
+    """The content deltas of streamed chunks, joined."""
+    return "".join(choice.delta.content or "" for chunk in chunks for choice in chunk.choices)
+
+
+def finish_reasons(chunks: Iterable[Any]) -> list[str]:
+    return [c.finish_reason for chunk in chunks for c in chunk.choices if c.finish_reason]
+
+
+def text_before_stream_error(stream: Iterable[Any]) -> tuple[str, openai.APIError]:
+    """Reads a stream the SDK must break off with an `APIError` (a chunk carrying `error`):
+    the text streamed before it, and the error."""
+    chunks: list[Any] = []
+    with pytest.raises(openai.APIError) as raised:
+        for chunk in stream:
+            chunks.append(chunk)
+    return streamed_text(chunks), raised.value
+
+
+def reassembled_tool_calls(chunks: list[Any]) -> dict[int, dict[str, str]]:
+    """Tool call fragments from streamed chunks, joined the way SDK users do: by each call's
+    index, concatenating ids, names and argument pieces."""
+    calls: dict[int, dict[str, str]] = {}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            for fragment in choice.delta.tool_calls or []:
+                call = calls.setdefault(fragment.index, {"id": "", "name": "", "arguments": ""})
+                call["id"] += fragment.id or ""
+                if fragment.function is not None:
+                    call["name"] += fragment.function.name or ""
+                    call["arguments"] += fragment.function.arguments or ""
+    return calls
+
+
+# The contract's `type` for each status the provider tests provoke (src/error.rs).
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    408: "timeout_error",
+    429: "rate_limit_error",
+    502: "upstream_error",
+    503: "upstream_error",
+}
+
+
+def assert_openai_error(error: openai.APIStatusError, status: int) -> dict[str, Any]:
+    """`error` is the SDK's exception for `status`, read from OpenAI's error shape
+    (`{"error": {"message", "type", "code"}}`); returns that `error` object."""
+    assert error.status_code == status
+    body = error.body
+    assert isinstance(body, dict), f"the SDK found no error object in {error.response.text!r}"
+    assert body["code"] == status
+    assert body["type"] == _ERROR_TYPES[status]
+    assert isinstance(body["message"], str) and body["message"]
+    assert error.response.json() == {"error": body}
+    return body
 
 
 

@@ -5,12 +5,18 @@ replays Anthropic's documented bodies and streams (tests/fixtures/anthropic/) to
 from __future__ import annotations
 
 import json
-from typing import Callable, Iterator
+from typing import Callable
 
 import pytest
 from openai import OpenAI
 
-from conftest import Gateway, ReplayingUpstream
+from conftest import (
+    ReplayingUpstream,
+    ask,
+    finish_reasons,
+    reassembled_tool_calls,
+    streamed_text,
+)
 
 MODEL = "anthropic/claude-e2e"
 UPSTREAM_MODEL = "claude-sonnet-4-5-20250929"
@@ -30,35 +36,23 @@ WEATHER_TOOL = {
 
 
 @pytest.fixture(scope="module")
-def anthropic_client(
-    replaying_upstream: ReplayingUpstream, start_gateway: Callable[[str], Gateway]
-) -> Iterator[OpenAI]:
-    gateway = start_gateway(
-        f"""
-[[providers]]
-id = "anthropic"
-kind = "anthropic"
-base_url = "{replaying_upstream.base_url}"
-api_key = "{UPSTREAM_KEY}"
-
-[[models]]
-id = "{MODEL}"
-context_length = 200000
-  [[models.endpoints]]
-  provider = "anthropic"
-  upstream = "{UPSTREAM_MODEL}"
-  prompt = "3"
-  completion = "15"
-  max_output = 8192
-  supports = ["tools", "tool_choice"]
-"""
+def anthropic_client(replaying_upstream: ReplayingUpstream, translating_client: Callable) -> OpenAI:
+    return translating_client(
+        {
+            "id": "anthropic",
+            "kind": "anthropic",
+            "base_url": replaying_upstream.base_url,
+            "api_key": UPSTREAM_KEY,
+        },
+        {"id": MODEL, "context_length": 200000},
+        {
+            "upstream": UPSTREAM_MODEL,
+            "prompt": "3",
+            "completion": "15",
+            "max_output": 8192,
+            "supports": ["tools", "tool_choice"],
+        },
     )
-    with OpenAI(base_url=gateway.base_url, api_key=gateway.key, max_retries=0, timeout=15) as c:
-        yield c
-
-
-def ask(text: str) -> list[dict]:
-    return [{"role": "user", "content": text}]
 
 
 def test_a_translated_completion_parses_with_usage(
@@ -122,18 +116,8 @@ def test_a_translated_stream_reassembles_text_and_a_streamed_tool_call(
 
     assert replaying_upstream.last_request().json()["stream"] is True
     assert chunks[0].choices[0].delta.role == "assistant"
-    deltas = [choice.delta for chunk in chunks for choice in chunk.choices]
-    text = "".join(delta.content or "" for delta in deltas)
-    assert text == "Okay, let's check the weather for San Francisco, CA:"
-    # Reassembled the way SDK users do: by each tool call's index.
-    calls: dict[int, dict[str, str]] = {}
-    for delta in deltas:
-        for fragment in delta.tool_calls or []:
-            call = calls.setdefault(fragment.index, {"id": "", "name": "", "arguments": ""})
-            call["id"] += fragment.id or ""
-            if fragment.function is not None:
-                call["name"] += fragment.function.name or ""
-                call["arguments"] += fragment.function.arguments or ""
+    assert streamed_text(chunks) == "Okay, let's check the weather for San Francisco, CA:"
+    calls = reassembled_tool_calls(chunks)
     assert list(calls) == [0]
     assert calls[0]["id"] == "toolu_01T1x1fJ34qAmk2tNTrN7Up6"
     assert calls[0]["name"] == "get_weather"
@@ -141,8 +125,7 @@ def test_a_translated_stream_reassembles_text_and_a_streamed_tool_call(
         "location": "San Francisco, CA",
         "unit": "fahrenheit",
     }
-    finish = [choice.finish_reason for chunk in chunks for choice in chunk.choices]
-    assert finish[-1] == "tool_calls"
+    assert finish_reasons(chunks) == ["tool_calls"]
     assert chunks[-1].choices == []
     assert chunks[-1].usage is not None
     assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (472, 89)
