@@ -95,8 +95,7 @@ pub(super) fn default_providers(env: &dyn Fn(&str) -> Option<String>) -> Vec<Pro
         let mut provider = match known {
             WellKnownProvider::Native { kind, .. } => ProviderConfig::new(known.id(), kind),
             WellKnownProvider::Preset(preset) => {
-                let mut provider =
-                    ProviderConfig::new(known.id(), ProviderKind::OpenaiCompatible);
+                let mut provider = ProviderConfig::new(known.id(), ProviderKind::OpenaiCompatible);
                 provider.preset = Some(preset.name.to_owned());
                 provider
             }

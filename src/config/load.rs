@@ -341,7 +341,9 @@ mod tests {
             Some(line_of(&text, "preset"))
         );
         assert!(
-            found[0].message.contains("unknown preset \"olama\" (valid: openai,"),
+            found[0]
+                .message
+                .contains("unknown preset \"olama\" (valid: openai,"),
             "{}",
             found[0].message
         );
@@ -356,7 +358,10 @@ mod tests {
         let config = from_text(&text, "switchyard.toml", &env).unwrap();
         let mistral = &config.providers[1];
         assert_eq!(mistral.api_key.as_deref(), Some("mk-test"));
-        assert_eq!(mistral.base_url.as_deref(), Some("https://api.mistral.ai/v1"));
+        assert_eq!(
+            mistral.base_url.as_deref(),
+            Some("https://api.mistral.ai/v1")
+        );
         assert!(
             config
                 .models

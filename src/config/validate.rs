@@ -547,7 +547,9 @@ mod tests {
         "#;
         assert_eq!(
             messages(text),
-            [r#"providers[1] (id "groq"): base_url is required for kind "openai-compatible" without a preset"#]
+            [
+                r#"providers[1] (id "groq"): base_url is required for kind "openai-compatible" without a preset"#
+            ]
         );
         let mut config = parse(text);
         settings(&mut config, &mut Vec::new());

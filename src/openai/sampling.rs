@@ -149,7 +149,12 @@ mod tests {
         assert!(SamplingSet::ALL.contains(set));
         assert!(!set.contains(SamplingSet::ALL));
         assert_eq!(SamplingSet::ALL.names().count(), SAMPLING_PARAMETERS.len());
-        assert!(SamplingSet::ALL.difference(set).intersection(set).is_empty());
+        assert!(
+            SamplingSet::ALL
+                .difference(set)
+                .intersection(set)
+                .is_empty()
+        );
     }
 
     #[test]
@@ -166,8 +171,7 @@ mod tests {
         let original = request(
             r#"{"model":"m","messages":[],"temperature":0.2,"top_p":0.9,"top_k":5,"seed":1}"#,
         );
-        let dropped =
-            original.without_sampling(SamplingSet::from_names(["temperature", "top_k"]));
+        let dropped = original.without_sampling(SamplingSet::from_names(["temperature", "top_k"]));
         assert_eq!(dropped.temperature, None);
         assert_eq!(dropped.top_p, Some(0.9));
         assert!(!dropped.extra.contains_key("top_k"));

@@ -193,7 +193,13 @@ mod tests {
         assert_eq!(implicit.sampling, SamplingSet::ALL);
         assert_eq!(
             implicit.names(),
-            ["tools", "temperature", "top_p", "stop", "structured_outputs"]
+            [
+                "tools",
+                "temperature",
+                "top_p",
+                "stop",
+                "structured_outputs"
+            ]
         );
     }
 
@@ -212,8 +218,16 @@ mod tests {
     fn a_presets_refusals_are_unsupported_either_way() {
         let refused = ["logprobs", "user", "max_completion_tokens"];
         let implicit = capabilities(&[]).refusing(&refused);
-        assert!(!implicit.sampling.contains(SamplingSet::from_names(["logprobs"])));
-        assert!(implicit.sampling.contains(SamplingSet::from_names(["seed", "top_k"])));
+        assert!(
+            !implicit
+                .sampling
+                .contains(SamplingSet::from_names(["logprobs"]))
+        );
+        assert!(
+            implicit
+                .sampling
+                .contains(SamplingSet::from_names(["seed", "top_k"]))
+        );
         let explicit = capabilities(&["seed", "logprobs"]).refusing(&refused);
         assert_eq!(explicit.sampling, SamplingSet::from_names(["seed"]));
     }

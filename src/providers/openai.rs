@@ -118,12 +118,12 @@ pub(super) fn encode_body(
         options.insert("include_usage".to_owned(), Value::Bool(true));
         Value::Object(options)
     });
-    let (max_tokens, max_completion_tokens) = if preset.is_some_and(|preset| preset.wants_max_tokens)
-    {
-        (request.max_output_tokens(), None)
-    } else {
-        (request.max_tokens, request.max_completion_tokens)
-    };
+    let (max_tokens, max_completion_tokens) =
+        if preset.is_some_and(|preset| preset.wants_max_tokens) {
+            (request.max_output_tokens(), None)
+        } else {
+            (request.max_tokens, request.max_completion_tokens)
+        };
     let body = UpstreamBody {
         model: target.upstream_model,
         messages: &request.messages,
@@ -306,7 +306,13 @@ mod tests {
                "logit_bias":{"1":2},"logprobs":true,"store":true,"seed":7,"temperature":0.3,
                "max_completion_tokens":50}"#,
         );
-        for refused in ["user", "logit_bias", "logprobs", "store", "max_completion_tokens"] {
+        for refused in [
+            "user",
+            "logit_bias",
+            "logprobs",
+            "store",
+            "max_completion_tokens",
+        ] {
             assert!(body.get(refused).is_none(), "{refused} sent: {body}");
         }
         assert_eq!(body["seed"], 7, "other unknown fields pass");
@@ -316,10 +322,9 @@ mod tests {
 
     #[test]
     fn filtering_the_borrowed_extra_map_keeps_it_intact() {
-        let request: ChatRequest = serde_json::from_str(
-            r#"{"model":"m","messages":[],"top_logprobs":3,"top_k":5}"#,
-        )
-        .unwrap();
+        let request: ChatRequest =
+            serde_json::from_str(r#"{"model":"m","messages":[],"top_logprobs":3,"top_k":5}"#)
+                .unwrap();
         let body: Value = serde_json::from_slice(
             &encode_body(&request, target(), Some(&crate::providers::presets::GROQ)).unwrap(),
         )

@@ -34,7 +34,11 @@ const fn preset(name: &'static str, base_url: &'static str, env: Option<&'static
     }
 }
 
-pub const OPENAI: Preset = preset("openai", "https://api.openai.com/v1", Some("OPENAI_API_KEY"));
+pub const OPENAI: Preset = preset(
+    "openai",
+    "https://api.openai.com/v1",
+    Some("OPENAI_API_KEY"),
+);
 
 /// Mistral validates strictly and answers 422 `extra_forbidden` for OpenAI-only fields
 /// (https://github.com/mistralai/platform-docs-public/issues/7); its chat API takes the output
@@ -51,7 +55,11 @@ pub const MISTRAL: Preset = Preset {
         "service_tier",
     ],
     wants_max_tokens: true,
-    ..preset("mistral", "https://api.mistral.ai/v1", Some("MISTRAL_API_KEY"))
+    ..preset(
+        "mistral",
+        "https://api.mistral.ai/v1",
+        Some("MISTRAL_API_KEY"),
+    )
 };
 
 /// https://console.groq.com/docs/openai: "logprobs, logit_bias, top_logprobs ... will result in

@@ -275,7 +275,8 @@ id = "x/two"
             ["x/one@a", "x/one@b", "x/one@c"],
             "implicit endpoints accept every sampling parameter"
         );
-        let top_k = r#"{"model":"x/one","top_k":5,"provider":{"require_parameters":true},"messages":[]}"#;
+        let top_k =
+            r#"{"model":"x/one","top_k":5,"provider":{"require_parameters":true},"messages":[]}"#;
         assert_eq!(providers_for(top_k).unwrap(), ["x/one@a", "x/one@b"]);
         let three = r#"{"model":"x/three","temperature":1,"seed":2,"provider":{"require_parameters":true},"messages":[]}"#;
         assert_eq!(
