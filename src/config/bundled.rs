@@ -230,6 +230,46 @@ mod tests {
     }
 
     #[test]
+    fn bundled_sampling_lists_follow_the_providers_documentation() {
+        use crate::openai::SamplingSet;
+        use crate::providers::Capabilities;
+        let models = catalog();
+        let sampling = |id: &str, provider: &str| {
+            let model = models.iter().find(|model| model.id == id).unwrap();
+            let endpoint = model
+                .endpoints
+                .iter()
+                .find(|endpoint| endpoint.provider == provider)
+                .unwrap();
+            let capabilities = Capabilities::from_names(&endpoint.supports);
+            (capabilities.explicit_sampling, capabilities.sampling)
+        };
+        assert_eq!(
+            sampling("anthropic/claude-sonnet-4.5", "anthropic"),
+            (
+                true,
+                SamplingSet::from_names(["temperature", "top_p", "top_k", "stop"])
+            )
+        );
+        for reasoning in ["openai/o3", "openai/gpt-5"] {
+            let (explicit, set) = sampling(reasoning, "openai");
+            assert!(explicit, "{reasoning}");
+            assert!(
+                set.intersection(SamplingSet::from_names(["temperature", "top_p"]))
+                    .is_empty(),
+                "{reasoning}"
+            );
+        }
+        let (_, gemini) = sampling("google/gemini-2.5-flash", "google");
+        assert!(gemini.contains(SamplingSet::from_names(["seed", "top_k"])));
+        assert_eq!(
+            sampling("openai/o3", "openrouter"),
+            (false, SamplingSet::ALL),
+            "OpenRouter endpoints stay implicit"
+        );
+    }
+
+    #[test]
     fn user_models_override_bundled_ones() {
         let bundled = vec![model("a/one", &["p"]), model("a/two", &["p"])];
         let mut mine = model("a/two", &["q"]);
