@@ -15,6 +15,7 @@ on_both_backends!(
     require_parameters_moves_to_the_endpoint_that_supports_them,
     require_parameters_with_no_endpoint_left_is_a_404_naming_the_filter,
     reasoning_goes_only_to_endpoints_that_list_it_unless_switched_off,
+    the_model_list_reports_explicit_sampling_lists,
 );
 
 /// `first` is a plain OpenAI-compatible provider; `mistral` uses the Mistral preset (its base
@@ -242,4 +243,34 @@ async fn reasoning_goes_only_to_endpoints_that_list_it_unless_switched_off(backe
         body["error"]["metadata"]["filter"], "reasoning is not supported",
         "{body}"
     );
+}
+
+async fn the_model_list_reports_explicit_sampling_lists(backend: Backend) {
+    let Setup { app, .. } = setup(backend).await;
+    let body: Value = app.get("/v1/models").await.json().await.unwrap();
+    let supported = |id: &str| -> Vec<String> {
+        let model = body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|model| model["id"] == id)
+            .unwrap();
+        model["supported_parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|name| name.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let pair = supported("test/pair");
+    for expected in ["max_tokens", "stream", "temperature", "seed"] {
+        assert!(pair.contains(&expected.to_owned()), "{pair:?}");
+    }
+    for absent in ["top_p", "stop", "top_k"] {
+        assert!(!pair.contains(&absent.to_owned()), "{pair:?}");
+    }
+    let implicit = supported("test/preset");
+    for expected in ["temperature", "top_p", "stop"] {
+        assert!(implicit.contains(&expected.to_owned()), "{implicit:?}");
+    }
 }
