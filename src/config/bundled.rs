@@ -87,7 +87,7 @@ pub(super) fn default_providers(env: &dyn Fn(&str) -> Option<String>) -> Vec<Pro
     for known in WELL_KNOWN {
         let Some(key) = known
             .env()
-            .and_then(|name| env(name))
+            .and_then(env)
             .filter(|key| !key.trim().is_empty())
         else {
             continue;
