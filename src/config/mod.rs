@@ -439,6 +439,10 @@ mod tests {
             id = "local"
             kind = "openai-compatible"
             base_url = "http://127.0.0.1:11434/v1"
+            [[providers]]
+            id = "ollama"
+            kind = "openai-compatible"
+            preset = "ollama"
         "#;
         let config = from_text(text, "switchyard.toml", &|_| None).unwrap();
         let loaded = LoadedConfig {
@@ -457,6 +461,14 @@ mod tests {
         );
         assert!(
             summary.contains("warning: provider \"local\" has no api_key"),
+            "{summary}"
+        );
+        assert!(
+            !summary.contains("\"ollama\" has no api_key"),
+            "a local preset needs no key: {summary}"
+        );
+        assert!(
+            summary.contains("  ollama (openai-compatible \"http://localhost:11434/v1\", no key)"),
             "{summary}"
         );
         assert!(!summary.contains("secret"), "{summary}");
