@@ -29,7 +29,9 @@ fn describe(model: &Model) -> Value {
     let Some(top) = model.endpoints.first() else {
         return Value::Null;
     };
-    let mut supported: Vec<&str> = vec!["max_tokens", "temperature", "top_p", "stop", "stream"];
+    // Sampling parameters come from the endpoints: their explicit lists, or for endpoints that
+    // name none the few nearly every API takes.
+    let mut supported: Vec<&str> = vec!["max_tokens", "stream"];
     for endpoint in &model.endpoints {
         for name in endpoint.capabilities.names() {
             if !supported.contains(&name) {

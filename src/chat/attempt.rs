@@ -43,6 +43,18 @@ async fn send(
         max_output: endpoint.max_output,
         capabilities: &endpoint.capabilities,
     };
+    // Sampling parameters the endpoint does not support are dropped, not sent to fail; the
+    // copy is made only when there is something to drop.
+    let unsupported = request
+        .sampling_parameters()
+        .difference(endpoint.capabilities.sampling);
+    let trimmed;
+    let request = if unsupported.is_empty() {
+        request
+    } else {
+        trimmed = request.without_sampling(unsupported);
+        &trimmed
+    };
     let upstream_request = provider.adapter.build_request(request, target)?;
     provider
         .upstream

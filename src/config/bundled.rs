@@ -1,12 +1,14 @@
 //! What ships inside the binary: the model catalog (`config/models.toml`), the well-known
 //! providers found through their environment variables, and how the catalog merges with a
-//! user's models. Knows list prices and base URLs; never reads files or the process environment.
+//! user's models. Knows list prices (base URLs are the presets'); never reads files or the
+//! process environment.
 
 use std::collections::HashSet;
 
 use serde::Deserialize;
 
 use super::{ModelConfig, ProviderConfig, ProviderKind};
+use crate::providers::presets::{self, Preset};
 
 /// The catalog's text, embedded at build time.
 pub(super) const CATALOG: &str = include_str!("../../config/models.toml");
@@ -24,76 +26,80 @@ pub(super) struct CatalogFile {
 
 /// A provider the embedded default configures when its key is in the environment.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct WellKnownProvider {
-    pub(super) env: &'static str,
-    pub(super) id: &'static str,
-    pub(super) kind: ProviderKind,
-    /// `None` for the kinds with a default base URL of their own (`openai`, `anthropic`, `gemini`).
-    pub(super) base_url: Option<&'static str>,
+pub(super) enum WellKnownProvider {
+    /// Spoken through its own kind, which knows its base URL.
+    Native {
+        env: &'static str,
+        id: &'static str,
+        kind: ProviderKind,
+    },
+    /// An `openai-compatible` preset, configured under the preset's name with its base URL and
+    /// key variable.
+    Preset(&'static Preset),
 }
 
-/// Anthropic and Google are spoken natively; every other provider here through OpenAI's chat API.
+impl WellKnownProvider {
+    pub(super) fn id(self) -> &'static str {
+        match self {
+            WellKnownProvider::Native { id, .. } => id,
+            WellKnownProvider::Preset(preset) => preset.name,
+        }
+    }
+
+    fn env(self) -> Option<&'static str> {
+        match self {
+            WellKnownProvider::Native { env, .. } => Some(env),
+            WellKnownProvider::Preset(preset) => preset.api_key_env,
+        }
+    }
+}
+
+/// OpenAI, Anthropic and Google are spoken natively; every other provider here through OpenAI's
+/// chat API, as its preset describes.
 pub(super) const WELL_KNOWN: [WellKnownProvider; 8] = [
-    WellKnownProvider {
+    WellKnownProvider::Native {
         env: "OPENAI_API_KEY",
         id: "openai",
         kind: ProviderKind::Openai,
-        base_url: None,
     },
-    WellKnownProvider {
+    WellKnownProvider::Native {
         env: "ANTHROPIC_API_KEY",
         id: "anthropic",
         kind: ProviderKind::Anthropic,
-        base_url: None,
     },
-    WellKnownProvider {
+    WellKnownProvider::Native {
         env: "GEMINI_API_KEY",
         id: "google",
         kind: ProviderKind::Gemini,
-        base_url: None,
     },
-    WellKnownProvider {
-        env: "MISTRAL_API_KEY",
-        id: "mistral",
-        kind: ProviderKind::OpenaiCompatible,
-        base_url: Some("https://api.mistral.ai/v1"),
-    },
-    WellKnownProvider {
-        env: "GROQ_API_KEY",
-        id: "groq",
-        kind: ProviderKind::OpenaiCompatible,
-        base_url: Some("https://api.groq.com/openai/v1"),
-    },
-    WellKnownProvider {
-        env: "DEEPSEEK_API_KEY",
-        id: "deepseek",
-        kind: ProviderKind::OpenaiCompatible,
-        base_url: Some("https://api.deepseek.com/v1"),
-    },
-    WellKnownProvider {
-        env: "XAI_API_KEY",
-        id: "xai",
-        kind: ProviderKind::OpenaiCompatible,
-        base_url: Some("https://api.x.ai/v1"),
-    },
-    WellKnownProvider {
-        env: "OPENROUTER_API_KEY",
-        id: "openrouter",
-        kind: ProviderKind::OpenaiCompatible,
-        base_url: Some("https://openrouter.ai/api/v1"),
-    },
+    WellKnownProvider::Preset(&presets::MISTRAL),
+    WellKnownProvider::Preset(&presets::GROQ),
+    WellKnownProvider::Preset(&presets::DEEPSEEK),
+    WellKnownProvider::Preset(&presets::XAI),
+    WellKnownProvider::Preset(&presets::OPENROUTER),
 ];
 
 /// The embedded default's providers: `mock`, then every well-known provider whose key is set
-/// (an empty variable counts as unset).
+/// (an empty variable counts as unset). Base URLs are left to validation, which knows the
+/// presets' and the native kinds' defaults.
 pub(super) fn default_providers(env: &dyn Fn(&str) -> Option<String>) -> Vec<ProviderConfig> {
     let mut providers = vec![ProviderConfig::new("mock", ProviderKind::Mock)];
     for known in WELL_KNOWN {
-        let Some(key) = env(known.env).filter(|key| !key.trim().is_empty()) else {
+        let Some(key) = known
+            .env()
+            .and_then(env)
+            .filter(|key| !key.trim().is_empty())
+        else {
             continue;
         };
-        let mut provider = ProviderConfig::new(known.id, known.kind);
-        provider.base_url = known.base_url.map(str::to_owned);
+        let mut provider = match known {
+            WellKnownProvider::Native { kind, .. } => ProviderConfig::new(known.id(), kind),
+            WellKnownProvider::Preset(preset) => {
+                let mut provider = ProviderConfig::new(known.id(), ProviderKind::OpenaiCompatible);
+                provider.preset = Some(preset.name.to_owned());
+                provider
+            }
+        };
         provider.api_key = Some(key);
         providers.push(provider);
     }
@@ -185,7 +191,7 @@ mod tests {
     fn bundled_endpoints_name_only_well_known_providers() {
         let known: HashSet<&str> = WELL_KNOWN
             .iter()
-            .map(|known| known.id)
+            .map(|known| known.id())
             .chain(["mock"])
             .collect();
         for model in catalog() {
@@ -221,6 +227,46 @@ mod tests {
         ] {
             assert!(ids.contains(&expected), "{expected} missing");
         }
+    }
+
+    #[test]
+    fn bundled_sampling_lists_follow_the_providers_documentation() {
+        use crate::openai::SamplingSet;
+        use crate::providers::Capabilities;
+        let models = catalog();
+        let sampling = |id: &str, provider: &str| {
+            let model = models.iter().find(|model| model.id == id).unwrap();
+            let endpoint = model
+                .endpoints
+                .iter()
+                .find(|endpoint| endpoint.provider == provider)
+                .unwrap();
+            let capabilities = Capabilities::from_names(&endpoint.supports);
+            (capabilities.explicit_sampling, capabilities.sampling)
+        };
+        assert_eq!(
+            sampling("anthropic/claude-sonnet-4.5", "anthropic"),
+            (
+                true,
+                SamplingSet::from_names(["temperature", "top_p", "top_k", "stop"])
+            )
+        );
+        for reasoning in ["openai/o3", "openai/gpt-5"] {
+            let (explicit, set) = sampling(reasoning, "openai");
+            assert!(explicit, "{reasoning}");
+            assert!(
+                set.intersection(SamplingSet::from_names(["temperature", "top_p"]))
+                    .is_empty(),
+                "{reasoning}"
+            );
+        }
+        let (_, gemini) = sampling("google/gemini-2.5-flash", "google");
+        assert!(gemini.contains(SamplingSet::from_names(["seed", "top_k"])));
+        assert_eq!(
+            sampling("openai/o3", "openrouter"),
+            (false, SamplingSet::ALL),
+            "OpenRouter endpoints stay implicit"
+        );
     }
 
     #[test]
@@ -271,8 +317,8 @@ mod tests {
             .collect();
         assert_eq!(ids, ["mock", "groq"]);
         assert_eq!(
-            providers[1].base_url.as_deref(),
-            Some("https://api.groq.com/openai/v1")
+            (providers[1].kind, providers[1].preset.as_deref()),
+            (ProviderKind::OpenaiCompatible, Some("groq"))
         );
         assert_eq!(providers[1].api_key.as_deref(), Some("gsk-test"));
     }

@@ -104,6 +104,7 @@ pub fn from_text(
     let file = SourceFile::new(text, origin, env)?;
     let mut config: Config = file.parse()?;
     validate::aws_environment(&mut config.providers, env);
+    validate::preset_environment(&mut config.providers, env);
     let mut problems = Vec::new();
     validate::settings(&mut config, &mut problems);
     validate::models(&config.models, Some(&config.providers), &mut problems);
@@ -324,7 +325,49 @@ mod tests {
         assert!((5..=7).contains(&line), "line {line}");
         assert_eq!(
             found[0].message,
-            r#"providers[1] (id "groq"): base_url is required for kind "openai-compatible""#
+            r#"providers[1] (id "groq"): base_url is required for kind "openai-compatible" without a preset"#
+        );
+    }
+
+    #[test]
+    fn an_unknown_preset_is_located_on_its_line() {
+        let text = format!(
+            "{MOCK}[[providers]]\nid = \"local\"\nkind = \"openai-compatible\"\npreset = \"olama\"\n"
+        );
+        let found = problems(&text, &no_env);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(
+            found[0].position.map(|(line, _)| line),
+            Some(line_of(&text, "preset"))
+        );
+        assert!(
+            found[0]
+                .message
+                .contains("unknown preset \"olama\" (valid: openai,"),
+            "{}",
+            found[0].message
+        );
+    }
+
+    #[test]
+    fn a_preset_key_comes_from_the_same_environment_as_substitution() {
+        let text = format!(
+            "{MOCK}[[providers]]\nid = \"mistral\"\nkind = \"openai-compatible\"\npreset = \"mistral\"\n"
+        );
+        let env = |name: &str| (name == "MISTRAL_API_KEY").then(|| "mk-test".to_owned());
+        let config = from_text(&text, "switchyard.toml", &env).unwrap();
+        let mistral = &config.providers[1];
+        assert_eq!(mistral.api_key.as_deref(), Some("mk-test"));
+        assert_eq!(
+            mistral.base_url.as_deref(),
+            Some("https://api.mistral.ai/v1")
+        );
+        assert!(
+            config
+                .models
+                .iter()
+                .any(|model| model.endpoints.iter().any(|e| e.provider == "mistral")),
+            "the bundled Mistral models are served"
         );
     }
 
@@ -467,8 +510,22 @@ mod tests {
             ("1", "2")
         );
 
-        let env = |name: &str| (name == "ANTHROPIC_API_KEY").then(|| "sk-ant-test".to_owned());
+        let env = |name: &str| match name {
+            "ANTHROPIC_API_KEY" => Some("sk-ant-test".to_owned()),
+            "XAI_API_KEY" => Some("xai-test".to_owned()),
+            _ => None,
+        };
         let config = embedded_default(&env).unwrap();
+        let xai = config
+            .providers
+            .iter()
+            .find(|provider| provider.id == "xai")
+            .unwrap();
+        assert_eq!(
+            (xai.preset.as_deref(), xai.base_url.as_deref()),
+            (Some("xai"), Some("https://api.x.ai/v1")),
+            "the preset's base URL"
+        );
         let anthropic = config
             .providers
             .iter()

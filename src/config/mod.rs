@@ -188,10 +188,13 @@ pub struct ProviderConfig {
     /// The slug used in routing preferences (`provider.order`, `only`, `ignore`) and responses.
     pub id: String,
     pub kind: ProviderKind,
-    /// Required for `openai-compatible`; the `openai` kind defaults it to OpenAI's public API
-    /// Required for `openai-compatible`; the `openai` kind defaults it to OpenAI's public API
-    /// (filled in by loading, so it is always `Some` there); `anthropic` and `gemini`, left
-    /// `None`, use the provider's public API (filled in by their adapters).
+    /// `openai-compatible` only: a known provider of that family (`mistral`, `groq`, `ollama`,
+    /// ...; see `providers::presets`). Loading fills `base_url` and `api_key` from it when they
+    /// are unset, and the adapter never sends the fields the provider refuses.
+    pub preset: Option<String>,
+    /// Required for `openai-compatible` without a preset; the `openai` kind defaults it to
+    /// OpenAI's public API (filled in by loading, so it is always `Some` there); `anthropic` and
+    /// `gemini`, left `None`, use the provider's public API (filled in by their adapters).
     pub base_url: Option<String>,
     /// Never printed: `Debug` masks it. `None` when unset or empty (as `${VAR:-}` yields).
     pub api_key: Option<String>,
@@ -223,6 +226,7 @@ impl fmt::Debug for ProviderConfig {
         f.debug_struct("ProviderConfig")
             .field("id", &self.id)
             .field("kind", &self.kind)
+            .field("preset", &self.preset)
             .field("base_url", &self.base_url.as_deref().map(RedactedUrl))
             .field("api_key", &Masked(self.api_key.as_deref()))
             .field("api_version", &self.api_version)
@@ -249,6 +253,7 @@ impl ProviderConfig {
         ProviderConfig {
             id: id.into(),
             kind,
+            preset: None,
             base_url: None,
             api_key: None,
             api_version: None,
@@ -374,8 +379,13 @@ impl LoadedConfig {
             if serving == 0 {
                 warnings.push(format!("provider {:?} serves no model", provider.id));
             }
-            let needs_api_key =
-                !matches!(provider.kind, ProviderKind::Mock | ProviderKind::Bedrock);
+            let keyless_preset = provider
+                .preset
+                .as_deref()
+                .and_then(crate::providers::presets::preset_named)
+                .is_some_and(|preset| preset.api_key_env.is_none());
+            let needs_api_key = !keyless_preset
+                && !matches!(provider.kind, ProviderKind::Mock | ProviderKind::Bedrock);
             if needs_api_key && provider.api_key.is_none() {
                 warnings.push(format!("provider {:?} has no api_key", provider.id));
             }
@@ -429,6 +439,10 @@ mod tests {
             id = "local"
             kind = "openai-compatible"
             base_url = "http://127.0.0.1:11434/v1"
+            [[providers]]
+            id = "ollama"
+            kind = "openai-compatible"
+            preset = "ollama"
         "#;
         let config = from_text(text, "switchyard.toml", &|_| None).unwrap();
         let loaded = LoadedConfig {
@@ -447,6 +461,14 @@ mod tests {
         );
         assert!(
             summary.contains("warning: provider \"local\" has no api_key"),
+            "{summary}"
+        );
+        assert!(
+            !summary.contains("\"ollama\" has no api_key"),
+            "a local preset needs no key: {summary}"
+        );
+        assert!(
+            summary.contains("  ollama (openai-compatible \"http://localhost:11434/v1\", no key)"),
             "{summary}"
         );
         assert!(!summary.contains("secret"), "{summary}");

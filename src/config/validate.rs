@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use super::document::KeyPath;
 use super::{Config, DatabaseConfig, ModelConfig, ProviderConfig, ProviderKind, ServerConfig};
+use crate::providers::presets::{self, Preset};
 use crate::usage::Price;
 
 /// Where the `openai` kind sends requests when the config names no `base_url`.
@@ -149,6 +150,7 @@ fn providers(providers: &mut [ProviderConfig], problems: &mut Vec<Problem>) {
         }
 
         for value in [
+            &mut provider.preset,
             &mut provider.api_key,
             &mut provider.base_url,
             &mut provider.api_version,
@@ -160,12 +162,32 @@ fn providers(providers: &mut [ProviderConfig], problems: &mut Vec<Problem>) {
             clear_if_empty(value);
         }
         kind_specific(provider, &mut problem);
+        let preset = match (provider.kind, provider.preset.as_deref()) {
+            (ProviderKind::OpenaiCompatible, Some(name)) => {
+                let found = presets::preset_named(name);
+                if found.is_none() {
+                    problem(
+                        "preset",
+                        format!(
+                            "unknown preset {name:?} (valid: {})",
+                            presets::preset_names()
+                        ),
+                    );
+                }
+                found
+            }
+            _ => None,
+        };
+        if let (Some(preset), None) = (preset, &provider.base_url) {
+            provider.base_url = Some(preset.base_url.to_owned());
+        }
         match (&provider.kind, &provider.base_url) {
             (ProviderKind::Openai, None) => provider.base_url = Some(OPENAI_BASE_URL.to_owned()),
-            (ProviderKind::OpenaiCompatible, None) => {
+            // An unknown preset is reported already; a missing URL would only be its echo.
+            (ProviderKind::OpenaiCompatible, None) if provider.preset.is_none() => {
                 problem(
                     "base_url",
-                    "base_url is required for kind \"openai-compatible\"".into(),
+                    "base_url is required for kind \"openai-compatible\" without a preset".into(),
                 );
             }
             (ProviderKind::Azure, None) => {
@@ -213,6 +235,11 @@ fn kind_specific(provider: &mut ProviderConfig, problem: &mut impl FnMut(&'stati
         })
     };
     let set = [
+        (
+            "preset",
+            provider.preset.is_some(),
+            ProviderKind::OpenaiCompatible,
+        ),
         (
             "api_version",
             provider.api_version.is_some(),
@@ -317,6 +344,34 @@ pub(super) fn aws_environment(
             if unset(&provider.session_token) {
                 provider.session_token = var("AWS_SESSION_TOKEN");
             }
+        }
+    }
+}
+
+/// Fills the unset `api_key` of `openai-compatible` providers with a preset from the preset's
+/// variable, read through the same lookup as `${VAR}` (an empty variable counts as unset).
+pub(super) fn preset_environment(
+    providers: &mut [ProviderConfig],
+    env: &dyn Fn(&str) -> Option<String>,
+) {
+    for provider in providers
+        .iter_mut()
+        .filter(|provider| provider.kind == ProviderKind::OpenaiCompatible)
+    {
+        let Some(variable) = provider
+            .preset
+            .as_deref()
+            .and_then(presets::preset_named)
+            .and_then(|preset: &Preset| preset.api_key_env)
+        else {
+            continue;
+        };
+        if provider
+            .api_key
+            .as_deref()
+            .is_none_or(|key| key.trim().is_empty())
+        {
+            provider.api_key = env(variable).filter(|key| !key.trim().is_empty());
         }
     }
 }
@@ -492,7 +547,9 @@ mod tests {
         "#;
         assert_eq!(
             messages(text),
-            [r#"providers[1] (id "groq"): base_url is required for kind "openai-compatible""#]
+            [
+                r#"providers[1] (id "groq"): base_url is required for kind "openai-compatible" without a preset"#
+            ]
         );
         let mut config = parse(text);
         settings(&mut config, &mut Vec::new());
@@ -571,6 +628,89 @@ mod tests {
                 r#"providers[0] (id "openai"): region applies only to kind "bedrock""#,
             ]
         );
+    }
+
+    #[test]
+    fn a_preset_fills_the_base_url_and_an_explicit_one_wins() {
+        let text = r#"
+            [[providers]]
+            id = "mistral"
+            kind = "openai-compatible"
+            preset = "mistral"
+            [[providers]]
+            id = "local"
+            kind = "openai-compatible"
+            preset = "ollama"
+            base_url = "http://gpu-box:11434/v1"
+        "#;
+        let mut config = parse(text);
+        let mut problems = Vec::new();
+        settings(&mut config, &mut problems);
+        assert_eq!(problems, Vec::new());
+        assert_eq!(
+            config.providers[0].base_url.as_deref(),
+            Some("https://api.mistral.ai/v1")
+        );
+        assert_eq!(
+            config.providers[1].base_url.as_deref(),
+            Some("http://gpu-box:11434/v1")
+        );
+    }
+
+    #[test]
+    fn an_unknown_preset_lists_the_valid_ones_and_other_kinds_take_none() {
+        let text = r#"
+            [[providers]]
+            id = "mistral"
+            kind = "openai-compatible"
+            preset = "mistrall"
+            [[providers]]
+            id = "openai"
+            kind = "openai"
+            preset = "openai"
+        "#;
+        let messages = messages(text);
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert!(
+            messages[0].starts_with(
+                r#"providers[0] (id "mistral"): unknown preset "mistrall" (valid: openai, mistral, groq,"#
+            ),
+            "{}",
+            messages[0]
+        );
+        assert!(messages[0].ends_with("lmstudio)"), "{}", messages[0]);
+        assert_eq!(
+            messages[1],
+            r#"providers[1] (id "openai"): preset applies only to kind "openai-compatible""#
+        );
+    }
+
+    #[test]
+    fn a_preset_takes_its_key_from_its_variable_unless_the_file_names_one() {
+        let text = r#"
+            [[providers]]
+            id = "groq"
+            kind = "openai-compatible"
+            preset = "groq"
+            [[providers]]
+            id = "groq-team"
+            kind = "openai-compatible"
+            preset = "groq"
+            api_key = "gsk-file"
+            [[providers]]
+            id = "local"
+            kind = "openai-compatible"
+            preset = "vllm"
+        "#;
+        let env = |name: &str| (name == "GROQ_API_KEY").then(|| "gsk-env".to_owned());
+        let mut config = parse(text);
+        preset_environment(&mut config.providers, &env);
+        let keys: Vec<Option<&str>> = config
+            .providers
+            .iter()
+            .map(|provider| provider.api_key.as_deref())
+            .collect();
+        assert_eq!(keys, [Some("gsk-env"), Some("gsk-file"), None]);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod chunk;
 mod request;
 mod response;
+mod sampling;
 mod usage;
 
 pub use chunk::{ChatChunk, ChunkChoice, ChunkError, Delta};
@@ -12,6 +13,7 @@ pub use request::{
     SortPreference, StreamOptions,
 };
 pub use response::{ChatResponse, Choice, ResponseMessage};
+pub use sampling::{SAMPLING_PARAMETERS, SamplingSet};
 pub use usage::{CompletionTokensDetails, MicroUsd, PromptTokensDetails, Usage};
 
 /// `serde(skip_serializing_if)` helper for flags that default to false.

@@ -84,7 +84,7 @@ impl Provider for Azure {
         Ok(UpstreamRequest::Http {
             uri: self.chat_uri(target.upstream_model)?,
             headers,
-            body: encode_body(request, target)?,
+            body: encode_body(request, target, None)?,
         })
     }
 

@@ -10,6 +10,7 @@ mod eventstream;
 mod gemini;
 mod mock;
 mod openai;
+pub mod presets;
 mod registry;
 pub mod sse;
 pub mod upstream;
@@ -17,27 +18,53 @@ pub mod upstream;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 
-use crate::openai::{ChatChunk, ChatRequest, ChatResponse};
+use crate::openai::{ChatChunk, ChatRequest, ChatResponse, SamplingSet};
 
 pub use error::{ProviderError, UpstreamError, UpstreamErrorKind};
 pub use registry::{ProviderEntry, Registry, RegistryError};
 pub use sse::SseEvent;
 
 /// What an endpoint can honour; routing filters on it and adapters consult it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Capabilities {
     pub tools: bool,
     pub tool_choice: bool,
     pub response_format: bool,
     pub reasoning: bool,
     pub vision: bool,
-    /// Any other parameter names the catalog lists (`seed`, `top_k`, ...).
+    /// The sampling parameters it accepts. Every one when the catalog names none of them (so
+    /// configs written before the rule keep working), else exactly those named; either way
+    /// without those its provider's preset refuses.
+    pub sampling: SamplingSet,
+    /// Whether the catalog named sampling parameters, so `sampling` is known rather than assumed.
+    pub explicit_sampling: bool,
+    /// Any other names the catalog lists.
     pub parameters: Vec<String>,
 }
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Capabilities {
+            tools: false,
+            tool_choice: false,
+            response_format: false,
+            reasoning: false,
+            vision: false,
+            sampling: SamplingSet::ALL,
+            explicit_sampling: false,
+            parameters: Vec::new(),
+        }
+    }
+}
+
+/// What `GET /v1/models` claims for an endpoint that names no sampling parameters: the ones
+/// nearly every OpenAI-compatible API takes.
+const ASSUMED_SAMPLING: [&str; 3] = ["temperature", "top_p", "stop"];
 
 impl Capabilities {
     pub fn from_names(names: &[String]) -> Self {
         let mut capabilities = Capabilities::default();
+        let mut sampling = SamplingSet::EMPTY;
         for name in names {
             match name.as_str() {
                 "tools" => capabilities.tools = true,
@@ -45,13 +72,29 @@ impl Capabilities {
                 "response_format" => capabilities.response_format = true,
                 "reasoning" => capabilities.reasoning = true,
                 "vision" => capabilities.vision = true,
-                other => capabilities.parameters.push(other.to_owned()),
+                other => match SamplingSet::of(other) {
+                    Some(parameter) => sampling = sampling.union(parameter),
+                    None => capabilities.parameters.push(other.to_owned()),
+                },
             }
+        }
+        if !sampling.is_empty() {
+            capabilities.sampling = sampling;
+            capabilities.explicit_sampling = true;
         }
         capabilities
     }
 
-    /// The names as the catalog and `supported_parameters` spell them.
+    /// Takes out the sampling parameters among a provider's refused fields.
+    #[must_use]
+    pub fn refusing(mut self, refused: &[&str]) -> Self {
+        let refused = SamplingSet::from_names(refused.iter().copied());
+        self.sampling = self.sampling.difference(refused);
+        self
+    }
+
+    /// The names as the catalog and `supported_parameters` spell them. Sampling parameters are
+    /// the explicit list, or for an implicit one the few nearly every API takes.
     pub fn names(&self) -> Vec<&str> {
         let flags = [
             (self.tools, "tools"),
@@ -63,8 +106,15 @@ impl Capabilities {
         let set = flags
             .into_iter()
             .filter_map(|(on, name)| on.then_some(name));
-        set.chain(self.parameters.iter().map(String::as_str))
-            .collect()
+        let advertised = if self.explicit_sampling {
+            self.sampling
+        } else {
+            self.sampling
+                .intersection(SamplingSet::from_names(ASSUMED_SAMPLING))
+        };
+        let mut names: Vec<&str> = set.chain(advertised.names()).collect();
+        names.extend(self.parameters.iter().map(String::as_str));
+        names
     }
 }
 
@@ -125,4 +175,60 @@ pub trait StreamDecoder: Send {
     fn decode(&mut self, event: &SseEvent) -> Result<Option<ChatChunk>, UpstreamError>;
     /// Whether the upstream has signalled the end of the stream (`[DONE]`, `message_stop`, ...).
     fn finished(&self) -> bool;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn capabilities(names: &[&str]) -> Capabilities {
+        let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
+        Capabilities::from_names(&names)
+    }
+
+    #[test]
+    fn naming_no_sampling_parameter_accepts_them_all() {
+        let implicit = capabilities(&["tools", "structured_outputs"]);
+        assert!(!implicit.explicit_sampling);
+        assert_eq!(implicit.sampling, SamplingSet::ALL);
+        assert_eq!(
+            implicit.names(),
+            [
+                "tools",
+                "temperature",
+                "top_p",
+                "stop",
+                "structured_outputs"
+            ]
+        );
+    }
+
+    #[test]
+    fn naming_one_sampling_parameter_makes_the_list_explicit() {
+        let explicit = capabilities(&["tools", "top_k", "temperature"]);
+        assert!(explicit.explicit_sampling);
+        assert_eq!(
+            explicit.sampling,
+            SamplingSet::from_names(["temperature", "top_k"])
+        );
+        assert_eq!(explicit.names(), ["tools", "temperature", "top_k"]);
+    }
+
+    #[test]
+    fn a_presets_refusals_are_unsupported_either_way() {
+        let refused = ["logprobs", "user", "max_completion_tokens"];
+        let implicit = capabilities(&[]).refusing(&refused);
+        assert!(
+            !implicit
+                .sampling
+                .contains(SamplingSet::from_names(["logprobs"]))
+        );
+        assert!(
+            implicit
+                .sampling
+                .contains(SamplingSet::from_names(["seed", "top_k"]))
+        );
+        let explicit = capabilities(&["seed", "logprobs"]).refusing(&refused);
+        assert_eq!(explicit.sampling, SamplingSet::from_names(["seed"]));
+    }
 }

@@ -1,12 +1,14 @@
 //! OpenAI Chat Completions and every API that copies it (`openai`, `openai-compatible`): the
-//! request passes through with the upstream model name, OpenRouter-only fields removed and usage
-//! requested on streams.
+//! request passes through with the upstream model name, OpenRouter-only fields and the fields the
+//! provider's preset refuses removed, and usage requested on streams.
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode, header};
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
 
+use super::presets::Preset;
 use super::{
     Provider, ProviderError, SseEvent, StreamDecoder, Target, UpstreamError, UpstreamErrorKind,
     UpstreamRequest,
@@ -17,10 +19,16 @@ pub(super) struct OpenAi {
     /// Parsed once: cloning a `Uri` is a reference count, parsing one is not.
     chat_uri: http::Uri,
     authorization: Option<HeaderValue>,
+    /// What the provider refuses, for `openai-compatible` providers with a preset.
+    preset: Option<&'static Preset>,
 }
 
 impl OpenAi {
-    pub(super) fn new(base_url: &str, api_key: Option<&str>) -> Result<Self, ProviderError> {
+    pub(super) fn new(
+        base_url: &str,
+        api_key: Option<&str>,
+        preset: Option<&'static Preset>,
+    ) -> Result<Self, ProviderError> {
         let authorization = api_key
             .map(|key| {
                 let mut value = HeaderValue::try_from(format!("Bearer {key}")).map_err(|_| {
@@ -36,6 +44,7 @@ impl OpenAi {
         Ok(Self {
             chat_uri,
             authorization,
+            preset,
         })
     }
 }
@@ -69,14 +78,37 @@ struct UpstreamBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     user: Option<&'a str>,
     #[serde(flatten)]
-    extra: &'a Map<String, Value>,
+    extra: Unrefused<'a>,
 }
 
+/// The request's unknown fields without the ones the provider refuses, filtered while they are
+/// written so the borrowed map is never copied.
+struct Unrefused<'a> {
+    fields: &'a Map<String, Value>,
+    refused: &'static [&'static str],
+}
+
+impl Serialize for Unrefused<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        for (key, value) in self.fields {
+            if !self.refused.contains(&key.as_str()) {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.end()
+    }
+}
+
+/// The body OpenAI's API expects; with a `preset`, without the fields that provider refuses.
 pub(super) fn encode_body(
     request: &ChatRequest,
     target: Target<'_>,
+    preset: Option<&Preset>,
 ) -> Result<Bytes, ProviderError> {
-    let stream_options = request.stream.then(|| {
+    let refused: &'static [&'static str] = preset.map_or(&[], |preset| preset.rejects);
+    let sent = |field: &str| !refused.contains(&field);
+    let stream_options = (request.stream && sent("stream_options")).then(|| {
         let mut options = request
             .stream_options
             .as_ref()
@@ -86,24 +118,37 @@ pub(super) fn encode_body(
         options.insert("include_usage".to_owned(), Value::Bool(true));
         Value::Object(options)
     });
+    let (max_tokens, max_completion_tokens) =
+        if preset.is_some_and(|preset| preset.wants_max_tokens) {
+            (request.max_output_tokens(), None)
+        } else {
+            (request.max_tokens, request.max_completion_tokens)
+        };
     let body = UpstreamBody {
         model: target.upstream_model,
         messages: &request.messages,
         stream: request.stream,
         stream_options,
-        max_tokens: request.max_tokens,
-        max_completion_tokens: request.max_completion_tokens,
-        temperature: request.temperature,
-        top_p: request.top_p,
-        tools: request.tools.as_deref(),
-        tool_choice: request.tool_choice.as_ref(),
-        response_format: request.response_format.as_ref(),
+        max_tokens: max_tokens.filter(|_| sent("max_tokens")),
+        max_completion_tokens: max_completion_tokens.filter(|_| sent("max_completion_tokens")),
+        temperature: request.temperature.filter(|_| sent("temperature")),
+        top_p: request.top_p.filter(|_| sent("top_p")),
+        tools: request.tools.as_deref().filter(|_| sent("tools")),
+        tool_choice: request.tool_choice.as_ref().filter(|_| sent("tool_choice")),
+        response_format: request
+            .response_format
+            .as_ref()
+            .filter(|_| sent("response_format")),
         reasoning_effort: request
             .reasoning
             .as_ref()
-            .and_then(|reasoning| reasoning.get("effort")),
-        user: request.user.as_deref(),
-        extra: &request.extra,
+            .and_then(|reasoning| reasoning.get("effort"))
+            .filter(|_| sent("reasoning_effort")),
+        user: request.user.as_deref().filter(|_| sent("user")),
+        extra: Unrefused {
+            fields: &request.extra,
+            refused,
+        },
     };
     Ok(Bytes::from(serde_json::to_vec(&body)?))
 }
@@ -202,7 +247,7 @@ impl Provider for OpenAi {
         Ok(UpstreamRequest::Http {
             uri: self.chat_uri.clone(),
             headers,
-            body: encode_body(request, target)?,
+            body: encode_body(request, target, self.preset)?,
         })
     }
 
@@ -241,11 +286,63 @@ mod tests {
         )
         .unwrap();
         let body: Value =
-            serde_json::from_slice(&encode_body(&request, target()).unwrap()).unwrap();
+            serde_json::from_slice(&encode_body(&request, target(), None).unwrap()).unwrap();
         assert_eq!(body["model"], "gpt-4o-2024-08-06");
         assert_eq!(body["seed"], 3);
         assert_eq!(body["stream_options"]["include_usage"], true);
         assert!(body.get("models").is_none() && body.get("provider").is_none());
+    }
+
+    fn encoded_for(preset: &Preset, body: &str) -> Value {
+        let request: ChatRequest = serde_json::from_str(body).unwrap();
+        serde_json::from_slice(&encode_body(&request, target(), Some(preset)).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_preset_never_receives_the_fields_it_refuses() {
+        let body = encoded_for(
+            &crate::providers::presets::MISTRAL,
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"user":"u-1",
+               "logit_bias":{"1":2},"logprobs":true,"store":true,"seed":7,"temperature":0.3,
+               "max_completion_tokens":50}"#,
+        );
+        for refused in [
+            "user",
+            "logit_bias",
+            "logprobs",
+            "store",
+            "max_completion_tokens",
+        ] {
+            assert!(body.get(refused).is_none(), "{refused} sent: {body}");
+        }
+        assert_eq!(body["seed"], 7, "other unknown fields pass");
+        assert_eq!(body["temperature"], 0.3);
+        assert_eq!(body["max_tokens"], 50, "the cap moves to max_tokens");
+    }
+
+    #[test]
+    fn filtering_the_borrowed_extra_map_keeps_it_intact() {
+        let request: ChatRequest =
+            serde_json::from_str(r#"{"model":"m","messages":[],"top_logprobs":3,"top_k":5}"#)
+                .unwrap();
+        let body: Value = serde_json::from_slice(
+            &encode_body(&request, target(), Some(&crate::providers::presets::GROQ)).unwrap(),
+        )
+        .unwrap();
+        assert!(body.get("top_logprobs").is_none());
+        assert_eq!(body["top_k"], 5);
+        assert_eq!(request.extra.len(), 2, "the request itself is untouched");
+    }
+
+    #[test]
+    fn without_a_preset_max_completion_tokens_passes_as_written() {
+        let body = encoded_for(
+            &crate::providers::presets::OPENAI,
+            r#"{"model":"m","messages":[],"max_completion_tokens":50,"logprobs":true}"#,
+        );
+        assert_eq!(body["max_completion_tokens"], 50);
+        assert!(body.get("max_tokens").is_none());
+        assert_eq!(body["logprobs"], true);
     }
 
     #[test]

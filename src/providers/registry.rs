@@ -10,6 +10,7 @@ use super::bedrock::{Bedrock, Credentials};
 use super::gemini::{self, Gemini};
 use super::mock::Mock;
 use super::openai::OpenAi;
+use super::presets;
 use super::upstream::Upstream;
 use super::{Provider, ProviderError};
 use crate::config::{AZURE_API_VERSION, DataCollection, ProviderConfig, ProviderKind};
@@ -52,7 +53,7 @@ fn adapter_for(config: &ProviderConfig) -> Result<Box<dyn Provider>, RegistryErr
         ProviderKind::Mock => Box::new(Mock),
         ProviderKind::Openai => {
             let base_url = config.base_url.as_deref().unwrap_or(OPENAI_BASE_URL);
-            Box::new(OpenAi::new(base_url, api_key).map_err(adapter_error)?)
+            Box::new(OpenAi::new(base_url, api_key, None).map_err(adapter_error)?)
         }
         ProviderKind::Anthropic => {
             let base_url = config
@@ -70,7 +71,8 @@ fn adapter_for(config: &ProviderConfig) -> Result<Box<dyn Provider>, RegistryErr
                         id: config.id.clone(),
                         kind: "openai-compatible",
                     })?;
-            Box::new(OpenAi::new(base_url, api_key).map_err(adapter_error)?)
+            let preset = config.preset.as_deref().and_then(presets::preset_named);
+            Box::new(OpenAi::new(base_url, api_key, preset).map_err(adapter_error)?)
         }
         ProviderKind::Gemini => {
             let base_url = config

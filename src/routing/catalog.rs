@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, EndpointConfig, ModelConfig};
 use crate::providers::Capabilities;
+use crate::providers::presets;
 use crate::usage::{InvalidPrice, Price, Pricing};
 
 /// One provider's offer of a model.
@@ -106,6 +107,12 @@ fn resolve_endpoint(
             model: model.id.clone(),
             provider: endpoint.provider.clone(),
         })?;
+    // A preset's refused sampling parameters are unsupported whatever the catalog says.
+    let refused = provider
+        .preset
+        .as_deref()
+        .and_then(presets::preset_named)
+        .map_or(&[][..], |preset| preset.rejects);
     let price = |text: &str| {
         Price::parse(text).map_err(|source| CatalogError::Price {
             model: model.id.clone(),
@@ -126,6 +133,6 @@ fn resolve_endpoint(
         upstream_model: endpoint.upstream.clone(),
         pricing,
         max_output: endpoint.max_output,
-        capabilities: Capabilities::from_names(&endpoint.supports),
+        capabilities: Capabilities::from_names(&endpoint.supports).refusing(refused),
     })
 }

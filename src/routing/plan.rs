@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::catalog::{Catalog, Endpoint, Model};
-use crate::openai::{ChatRequest, ProviderPreferences};
+use crate::openai::{ChatRequest, ProviderPreferences, SamplingSet};
 
 /// One endpoint of one model, to be tried in turn.
 #[derive(Debug, Clone)]
@@ -34,11 +34,19 @@ pub enum PlanError {
     NoEndpoint { model: String, filter: &'static str },
 }
 
+/// What of the request the filters look at, worked out once for all endpoints.
+struct Needs {
+    /// The sampling parameters every endpoint must support (`provider.require_parameters`).
+    required_sampling: SamplingSet,
+    reasoning: bool,
+}
+
 /// Why an endpoint cannot take the request, or `None` when it can.
 fn rejection(
     endpoint: &Endpoint,
     request: &ChatRequest,
     preferences: &ProviderPreferences,
+    needs: &Needs,
 ) -> Option<&'static str> {
     let named = |list: &Option<Vec<String>>| {
         list.as_ref()
@@ -73,6 +81,12 @@ fn rejection(
     if structured && !capabilities.response_format {
         return Some("response_format is not supported");
     }
+    if needs.reasoning && !capabilities.reasoning {
+        return Some("reasoning is not supported");
+    }
+    if !capabilities.sampling.contains(needs.required_sampling) {
+        return Some("provider.require_parameters: a sampling parameter is not supported");
+    }
     let too_long = request
         .max_output_tokens()
         .zip(endpoint.max_output)
@@ -92,6 +106,14 @@ pub fn plan(catalog: &Catalog, request: &ChatRequest) -> Result<RoutePlan, PlanE
     }
     let no_preferences = ProviderPreferences::default();
     let preferences = request.provider.as_ref().unwrap_or(&no_preferences);
+    let needs = Needs {
+        required_sampling: if preferences.require_parameters == Some(true) {
+            request.sampling_parameters()
+        } else {
+            SamplingSet::EMPTY
+        },
+        reasoning: request.wants_reasoning(),
+    };
     let mut attempts = Vec::new();
     let mut first_rejection = None;
     for id in candidates {
@@ -100,7 +122,7 @@ pub fn plan(catalog: &Catalog, request: &ChatRequest) -> Result<RoutePlan, PlanE
             .ok_or_else(|| PlanError::UnknownModel(id.to_owned()))?;
         let start = attempts.len();
         for (index, endpoint) in model.endpoints.iter().enumerate() {
-            match rejection(endpoint, request, preferences) {
+            match rejection(endpoint, request, preferences, &needs) {
                 None => attempts.push(PlannedAttempt {
                     model: model.clone(),
                     endpoint: index,
@@ -147,6 +169,9 @@ kind = "mock"
 [[providers]]
 id = "b"
 kind = "mock"
+[[providers]]
+id = "c"
+kind = "mock"
 
 [[models]]
 id = "x/one"
@@ -162,6 +187,22 @@ id = "x/one"
   prompt = "1"
   completion = "2"
   supports = ["tools"]
+
+  [[models.endpoints]]
+  provider = "c"
+  upstream = "one-c"
+  prompt = "1"
+  completion = "2"
+  supports = ["temperature", "seed", "reasoning"]
+
+[[models]]
+id = "x/three"
+  [[models.endpoints]]
+  provider = "c"
+  upstream = "three-c"
+  prompt = "1"
+  completion = "2"
+  supports = ["temperature"]
 
 [[models]]
 id = "x/two"
@@ -189,17 +230,20 @@ id = "x/two"
     #[test]
     fn endpoints_follow_the_catalog_then_the_fallback_models() {
         let got = providers_for(r#"{"model":"x/one","models":["x/two"],"messages":[]}"#).unwrap();
-        assert_eq!(got, ["x/one@a", "x/one@b", "x/two@a"]);
+        assert_eq!(got, ["x/one@a", "x/one@b", "x/one@c", "x/two@a"]);
     }
 
     #[test]
     fn provider_order_goes_first_and_only_and_ignore_filter() {
         let order = r#"{"model":"x/one","provider":{"order":["b"]},"messages":[]}"#;
-        assert_eq!(providers_for(order).unwrap(), ["x/one@b", "x/one@a"]);
+        assert_eq!(
+            providers_for(order).unwrap(),
+            ["x/one@b", "x/one@a", "x/one@c"]
+        );
         let only = r#"{"model":"x/one","provider":{"only":["a"]},"messages":[]}"#;
         assert_eq!(providers_for(only).unwrap(), ["x/one@a"]);
         let ignore = r#"{"model":"x/one","provider":{"ignore":["a"]},"messages":[]}"#;
-        assert_eq!(providers_for(ignore).unwrap(), ["x/one@b"]);
+        assert_eq!(providers_for(ignore).unwrap(), ["x/one@b", "x/one@c"]);
     }
 
     #[test]
@@ -213,6 +257,51 @@ id = "x/two"
             PlanError::NoEndpoint {
                 model: "x/two".into(),
                 filter: "tools are not supported"
+            }
+        );
+    }
+
+    #[test]
+    fn require_parameters_keeps_only_endpoints_that_support_every_sampling_parameter() {
+        let seed = r#"{"model":"x/one","seed":1,"temperature":0.5,"messages":[]}"#;
+        assert_eq!(
+            providers_for(seed).unwrap(),
+            ["x/one@a", "x/one@b", "x/one@c"],
+            "without require_parameters they are dropped, not filtered"
+        );
+        let required = r#"{"model":"x/one","seed":1,"temperature":0.5,"provider":{"require_parameters":true},"messages":[]}"#;
+        assert_eq!(
+            providers_for(required).unwrap(),
+            ["x/one@a", "x/one@b", "x/one@c"],
+            "implicit endpoints accept every sampling parameter"
+        );
+        let top_k =
+            r#"{"model":"x/one","top_k":5,"provider":{"require_parameters":true},"messages":[]}"#;
+        assert_eq!(providers_for(top_k).unwrap(), ["x/one@a", "x/one@b"]);
+        let three = r#"{"model":"x/three","temperature":1,"seed":2,"provider":{"require_parameters":true},"messages":[]}"#;
+        assert_eq!(
+            providers_for(three).unwrap_err(),
+            PlanError::NoEndpoint {
+                model: "x/three".into(),
+                filter: "provider.require_parameters: a sampling parameter is not supported"
+            }
+        );
+    }
+
+    #[test]
+    fn reasoning_needs_an_endpoint_that_lists_it_unless_it_is_switched_off() {
+        let wants = r#"{"model":"x/one","reasoning":{"effort":"high"},"messages":[]}"#;
+        assert_eq!(providers_for(wants).unwrap(), ["x/one@c"]);
+        let off = r#"{"model":"x/one","reasoning":{"effort":"none"},"messages":[]}"#;
+        assert_eq!(providers_for(off).unwrap().len(), 3);
+        let disabled = r#"{"model":"x/two","reasoning":{"enabled":false},"messages":[]}"#;
+        assert_eq!(providers_for(disabled).unwrap(), ["x/two@a"]);
+        let two = r#"{"model":"x/two","reasoning":{"max_tokens":100},"messages":[]}"#;
+        assert_eq!(
+            providers_for(two).unwrap_err(),
+            PlanError::NoEndpoint {
+                model: "x/two".into(),
+                filter: "reasoning is not supported"
             }
         );
     }

@@ -11,6 +11,7 @@ mod errors;
 mod gemini;
 mod helpers;
 mod models;
+mod params;
 mod scripted_upstream;
 mod store;
 mod streaming;
