@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, StatusCode, header};
+use http::{HeaderName, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -43,18 +43,9 @@ pub(super) struct Anthropic {
 
 impl Anthropic {
     pub(super) fn new(base_url: &str, api_key: Option<&str>) -> Result<Self, ProviderError> {
-        let api_key = api_key
-            .map(|key| {
-                let mut value = HeaderValue::try_from(key).map_err(|_| {
-                    ProviderError::Unsupported("the API key contains invalid characters".into())
-                })?;
-                value.set_sensitive(true);
-                Ok::<_, ProviderError>(value)
-            })
-            .transpose()?;
+        let api_key = api_key.map(super::secret_header).transpose()?;
         let messages_url = format!("{}/v1/messages", base_url.trim_end_matches('/'));
-        let messages_uri = http::Uri::try_from(messages_url)
-            .map_err(|error| ProviderError::Unsupported(format!("invalid base_url: {error}")))?;
+        let messages_uri = super::endpoint_uri(messages_url)?;
         Ok(Self {
             messages_uri,
             api_key,
@@ -883,19 +874,15 @@ impl Provider for Anthropic {
         request: &ChatRequest,
         target: Target<'_>,
     ) -> Result<UpstreamRequest, ProviderError> {
-        let mut headers: Vec<(HeaderName, HeaderValue)> = vec![
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            ),
-            (
-                HeaderName::from_static("anthropic-version"),
-                HeaderValue::from_static(API_VERSION),
-            ),
-        ];
-        if let Some(api_key) = &self.api_key {
-            headers.push((HeaderName::from_static("x-api-key"), api_key.clone()));
-        }
+        let credential = self
+            .api_key
+            .as_ref()
+            .map(|key| (HeaderName::from_static("x-api-key"), key));
+        let mut headers = super::json_headers(credential);
+        headers.push((
+            HeaderName::from_static("anthropic-version"),
+            HeaderValue::from_static(API_VERSION),
+        ));
         Ok(UpstreamRequest::Http {
             uri: self.messages_uri.clone(),
             headers,

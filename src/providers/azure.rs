@@ -1,7 +1,7 @@
 //! Azure OpenAI: OpenAI's wire format (built and read by [`super::openai`]) sent to a deployment
 //! URL with an `api-key` header. The endpoint's upstream model name is the deployment name.
 
-use http::{HeaderName, HeaderValue, StatusCode, header};
+use http::{HeaderName, HeaderValue, StatusCode};
 use serde_json::Value;
 
 use super::openai::{ChunkDecoder, decode_error, decode_response, encode_body};
@@ -26,23 +26,14 @@ impl Azure {
         api_version: &str,
         api_key: Option<&str>,
     ) -> Result<Self, ProviderError> {
-        let api_key = api_key
-            .map(|key| {
-                let mut value = HeaderValue::try_from(key).map_err(|_| {
-                    ProviderError::Unsupported("the API key contains invalid characters".into())
-                })?;
-                value.set_sensitive(true);
-                Ok::<_, ProviderError>(value)
-            })
-            .transpose()?;
+        let api_key = api_key.map(super::secret_header).transpose()?;
         if !api_version.chars().all(is_url_safe) {
             return Err(ProviderError::Unsupported(format!(
                 "invalid api_version {api_version:?}"
             )));
         }
         let deployments_url = format!("{}/openai/deployments/", base_url.trim_end_matches('/'));
-        http::Uri::try_from(deployments_url.as_str())
-            .map_err(|error| ProviderError::Unsupported(format!("invalid base_url: {error}")))?;
+        super::endpoint_uri(deployments_url.clone())?;
         Ok(Self {
             deployments_url,
             chat_path: format!("/chat/completions?api-version={api_version}"),
@@ -74,16 +65,10 @@ impl Provider for Azure {
         request: &ChatRequest,
         target: Target<'_>,
     ) -> Result<UpstreamRequest, ProviderError> {
-        let mut headers: Vec<(HeaderName, HeaderValue)> = vec![(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )];
-        if let Some(api_key) = &self.api_key {
-            headers.push((API_KEY, api_key.clone()));
-        }
+        let credential = self.api_key.as_ref().map(|key| (API_KEY, key));
         Ok(UpstreamRequest::Http {
             uri: self.chat_uri(target.upstream_model)?,
-            headers,
+            headers: super::json_headers(credential),
             body: encode_body(request, target, None)?,
         })
     }
@@ -193,7 +178,7 @@ mod tests {
         assert!(
             !headers
                 .iter()
-                .any(|(name, _)| name == header::AUTHORIZATION)
+                .any(|(name, _)| name == http::header::AUTHORIZATION)
         );
         let body: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["messages"][0]["content"], "hi");

@@ -44,8 +44,7 @@ impl Bedrock {
         credentials: Credentials,
     ) -> Result<Self, ProviderError> {
         let base_url = base_url.trim_end_matches('/').to_owned();
-        http::Uri::try_from(base_url.as_str())
-            .map_err(|error| ProviderError::Unsupported(format!("invalid base_url: {error}")))?;
+        super::endpoint_uri(base_url.clone())?;
         let credentials = aws_credential_types::Credentials::new(
             credentials.access_key_id,
             credentials.secret_access_key,

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, StatusCode, header};
+use http::{HeaderName, HeaderValue, StatusCode};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use serde::{Deserialize, Serialize};
@@ -41,15 +41,7 @@ pub(super) struct Gemini {
 
 impl Gemini {
     pub(super) fn new(base_url: &str, api_key: Option<&str>) -> Result<Self, ProviderError> {
-        let api_key = api_key
-            .map(|key| {
-                let mut value = HeaderValue::try_from(key).map_err(|_| {
-                    ProviderError::Unsupported("the API key contains invalid characters".into())
-                })?;
-                value.set_sensitive(true);
-                Ok::<_, ProviderError>(value)
-            })
-            .transpose()?;
+        let api_key = api_key.map(super::secret_header).transpose()?;
         let gemini = Self {
             models_url: format!("{}/models/", base_url.trim_end_matches('/')),
             api_key,
@@ -64,8 +56,7 @@ impl Gemini {
         } else {
             ":generateContent"
         };
-        http::Uri::try_from(format!("{}{model}{method}", self.models_url))
-            .map_err(|error| ProviderError::Unsupported(format!("invalid base_url: {error}")))
+        super::endpoint_uri(format!("{}{model}{method}", self.models_url))
     }
 }
 
@@ -75,16 +66,10 @@ impl Provider for Gemini {
         request: &ChatRequest,
         target: Target<'_>,
     ) -> Result<UpstreamRequest, ProviderError> {
-        let mut headers: Vec<(HeaderName, HeaderValue)> = vec![(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )];
-        if let Some(api_key) = &self.api_key {
-            headers.push((API_KEY_HEADER, api_key.clone()));
-        }
+        let credential = self.api_key.as_ref().map(|key| (API_KEY_HEADER, key));
         Ok(UpstreamRequest::Http {
             uri: self.uri(target.upstream_model, request.stream)?,
-            headers,
+            headers: super::json_headers(credential),
             body: encode_body(request, target)?,
         })
     }

@@ -150,6 +150,38 @@ pub enum Framing {
     AwsEventStream,
 }
 
+/// An API key (or a whole credential such as `Bearer …`) as a header value, marked sensitive so
+/// no debug output or log line can show it.
+pub(super) fn secret_header(credential: &str) -> Result<HeaderValue, ProviderError> {
+    let mut value = HeaderValue::try_from(credential).map_err(|_| {
+        ProviderError::Unsupported("the API key contains invalid characters".into())
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// An upstream URL built from the configured `base_url`, parsed once when the provider is built.
+pub(super) fn endpoint_uri(url: String) -> Result<http::Uri, ProviderError> {
+    http::Uri::try_from(url)
+        .map_err(|error| ProviderError::Unsupported(format!("invalid base_url: {error}")))
+}
+
+/// The headers of a JSON `POST`: the content type, then the provider's credential header if a key
+/// is configured.
+pub(super) fn json_headers(
+    credential: Option<(HeaderName, &HeaderValue)>,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let mut headers = Vec::with_capacity(3);
+    headers.push((
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    ));
+    if let Some((name, value)) = credential {
+        headers.push((name, value.clone()));
+    }
+    headers
+}
+
 /// Translates between the canonical OpenAI types and one upstream API. Does no I/O.
 pub trait Provider: Send + Sync {
     /// How streamed bodies are split into the events the [`StreamDecoder`] reads.

@@ -3,7 +3,7 @@
 //! provider's preset refuses removed, and usage requested on streams.
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, StatusCode, header};
+use http::{HeaderValue, StatusCode, header};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
@@ -30,17 +30,10 @@ impl OpenAi {
         preset: Option<&'static Preset>,
     ) -> Result<Self, ProviderError> {
         let authorization = api_key
-            .map(|key| {
-                let mut value = HeaderValue::try_from(format!("Bearer {key}")).map_err(|_| {
-                    ProviderError::Unsupported("the API key contains invalid characters".into())
-                })?;
-                value.set_sensitive(true);
-                Ok::<_, ProviderError>(value)
-            })
+            .map(|key| super::secret_header(&format!("Bearer {key}")))
             .transpose()?;
         let chat_url = format!("{}/chat/completions", base_url.trim_end_matches('/'));
-        let chat_uri = http::Uri::try_from(chat_url)
-            .map_err(|error| ProviderError::Unsupported(format!("invalid base_url: {error}")))?;
+        let chat_uri = super::endpoint_uri(chat_url)?;
         Ok(Self {
             chat_uri,
             authorization,
@@ -237,16 +230,13 @@ impl Provider for OpenAi {
         request: &ChatRequest,
         target: Target<'_>,
     ) -> Result<UpstreamRequest, ProviderError> {
-        let mut headers: Vec<(HeaderName, HeaderValue)> = vec![(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )];
-        if let Some(authorization) = &self.authorization {
-            headers.push((header::AUTHORIZATION, authorization.clone()));
-        }
+        let credential = self
+            .authorization
+            .as_ref()
+            .map(|authorization| (header::AUTHORIZATION, authorization));
         Ok(UpstreamRequest::Http {
             uri: self.chat_uri.clone(),
-            headers,
+            headers: super::json_headers(credential),
             body: encode_body(request, target, self.preset)?,
         })
     }
