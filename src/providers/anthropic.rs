@@ -27,6 +27,8 @@ const API_VERSION: &str = "2023-06-01";
 /// Anthropic requires `max_tokens`; this is sent when neither the caller nor the catalog gives one.
 const DEFAULT_MAX_TOKENS: u32 = 4096;
 
+/// The smallest `top_p` Anthropic accepts together with extended thinking.
+const MIN_TOP_P_WITH_THINKING: f64 = 0.95;
 /// Anthropic's smallest thinking budget.
 const MIN_THINKING_BUDGET: u64 = 1024;
 
@@ -214,19 +216,30 @@ fn encode_body(request: &ChatRequest, target: Target<'_>) -> Result<Bytes, Provi
         .flatten()
         .map(tool_definition)
         .collect::<Result<_, _>>()?;
+    let thinking = thinking(request.reasoning.as_ref(), max_tokens);
+    // Extended thinking refuses `temperature` and `top_k` and takes `top_p` only from 0.95 up
+    // (https://docs.anthropic.com/en/docs/build-with-claude/extended-thinking): like any sampling
+    // parameter an endpoint cannot honour, they are dropped rather than failing the request.
+    let sampling = thinking.is_none();
     let body = MessagesBody {
         model: target.upstream_model,
         max_tokens,
         system,
         messages: turns,
         stream: request.stream,
-        temperature: request.temperature,
-        top_p: request.top_p,
-        top_k: request.extra.get("top_k").and_then(Value::as_u64),
+        temperature: request.temperature.filter(|_| sampling),
+        top_p: request
+            .top_p
+            .filter(|top_p| sampling || *top_p >= MIN_TOP_P_WITH_THINKING),
+        top_k: request
+            .extra
+            .get("top_k")
+            .and_then(Value::as_u64)
+            .filter(|_| sampling),
         stop_sequences: stop_sequences(request.extra.get("stop"))?,
         tools,
         tool_choice: request.tool_choice.as_ref().map(tool_choice).transpose()?,
-        thinking: thinking(request.reasoning.as_ref(), max_tokens),
+        thinking,
         output_config: output_config(request.response_format.as_ref())?,
         metadata: request.user.as_deref().map(|user_id| Metadata { user_id }),
     };
@@ -1265,6 +1278,25 @@ mod tests {
             body["thinking"],
             json!({"type": "enabled", "budget_tokens": 8000})
         );
+    }
+
+    #[test]
+    fn sampling_parameters_thinking_refuses_are_dropped_with_it() {
+        let with_thinking = body(json!({
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 16000,
+            "reasoning": {"effort": "low"},
+            "temperature": 0.2, "top_k": 40, "top_p": 0.97,
+        }));
+        assert!(with_thinking.get("temperature").is_none());
+        assert!(with_thinking.get("top_k").is_none());
+        assert_eq!(with_thinking["top_p"], 0.97);
+        let low_top_p = body(json!({
+            "messages": [{"role": "user", "content": "hi"}],
+            "reasoning": {"max_tokens": 2000},
+            "top_p": 0.5,
+        }));
+        assert!(low_top_p.get("top_p").is_none());
     }
 
     #[test]
