@@ -59,6 +59,8 @@ const STREAM: &str = concat!(
 
 /// Bounded counts and durations; `BENCH_QUICK=1` shrinks them for a smoke run.
 struct Plan {
+    /// `BENCH_AWAKE=1`: see [`AwakeCpus`].
+    awake: bool,
     warmup: usize,
     sequential: usize,
     streams: usize,
@@ -70,8 +72,11 @@ struct Plan {
 
 impl Plan {
     fn from_env() -> Plan {
-        if std::env::var_os("BENCH_QUICK").is_some_and(|v| !v.is_empty() && v != "0") {
+        let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty() && v != "0");
+        let awake = set("BENCH_AWAKE");
+        if set("BENCH_QUICK") {
             Plan {
+                awake,
                 warmup: 50,
                 sequential: 300,
                 streams: 100,
@@ -81,6 +86,7 @@ impl Plan {
             }
         } else {
             Plan {
+                awake,
                 warmup: 300,
                 sequential: 2_000,
                 streams: 500,
@@ -104,6 +110,7 @@ fn main() -> BenchResult<()> {
         return Ok(());
     }
     let plan = Plan::from_env();
+    let _awake = plan.awake.then(AwakeCpus::start).transpose()?;
 
     let upstream = spawn_upstream()?;
     let work = tempfile::tempdir()?;
@@ -128,6 +135,39 @@ fn main() -> BenchResult<()> {
                 eprintln!("  {line}");
             }
             Err(error)
+        }
+    }
+}
+
+/// One lowest-priority busy loop per core, for the whole run. On a virtual machine an idle vCPU
+/// halts, and waking it costs tens of microseconds; a request through the gateway wakes two more
+/// threads than a direct one, so at concurrency 1 that wake-up cost, not the gateway's work,
+/// dominates the added latency. Spinners at `nice 19` keep every vCPU from halting (what a guest's
+/// `haltpoll` idle governor does) and give way to any real work, so both targets are measured
+/// without halt exits. The default run leaves them off.
+struct AwakeCpus(Vec<Child>);
+
+impl AwakeCpus {
+    fn start() -> BenchResult<AwakeCpus> {
+        let cores = thread::available_parallelism().map_or(1, |n| n.get());
+        let spinners = (0..cores)
+            .map(|_| {
+                Command::new("nice")
+                    .args(["-n", "19", "sh", "-c", "while :; do :; done"])
+                    .stdin(Stdio::null())
+                    .spawn()
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(AwakeCpus(spinners))
+    }
+}
+
+impl Drop for AwakeCpus {
+    fn drop(&mut self) {
+        for spinner in &mut self.0 {
+            // Already gone is fine: nothing else to stop.
+            let _ = spinner.kill();
+            let _ = spinner.wait();
         }
     }
 }
@@ -792,6 +832,12 @@ async fn measure(plan: &Plan, upstream: SocketAddr, gateway: &Gateway) -> BenchR
         w,
         "upstream and gateway, so compare figures between runs on the same machine."
     )?;
+    if plan.awake {
+        writeln!(
+            w,
+            "BENCH_AWAKE: every core kept from idling by a nice-19 busy loop (no vCPU halt exits)."
+        )?;
+    }
     writeln!(w)?;
     let (n, warm) = (plan.sequential, plan.warmup);
     writeln!(
