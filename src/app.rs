@@ -16,7 +16,7 @@ use crate::api::sse::SseSettings;
 use crate::chat::Chat;
 use crate::config::LoadedConfig;
 use crate::providers::Registry;
-use crate::routing::Catalog;
+use crate::routing::{AssumeHealthy, Catalog};
 use crate::state::AppState;
 use crate::store::Store;
 use crate::usage::writer::{WriterHandle, spawn_writer};
@@ -56,7 +56,13 @@ impl App {
                 let registry = Arc::new(Registry::build(&config.providers)?);
                 Ok(AppState {
                     models: models.clone(),
-                    chat: Chat::new(catalog.clone(), registry, generations.clone()),
+                    // No health tracking yet: every endpoint counts as up and unmeasured.
+                    chat: Chat::new(
+                        catalog.clone(),
+                        registry,
+                        Arc::new(AssumeHealthy),
+                        generations.clone(),
+                    ),
                     keys: keys.clone(),
                     store: store.clone(),
                     generations: generations.clone(),

@@ -62,6 +62,12 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
     }
 
+    /// Sent as `Retry-After` (whole seconds, at least one).
+    pub fn with_retry_after(mut self, retry_after: Duration) -> Self {
+        self.retry_after = Some(retry_after);
+        self
+    }
+
     pub fn status(&self) -> StatusCode {
         self.status
     }
@@ -157,10 +163,13 @@ impl From<PlanError> for ApiError {
     fn from(error: PlanError) -> Self {
         let message = error.to_string();
         match error {
-            PlanError::MissingModel => Self::bad_request(message),
+            PlanError::MissingModel | PlanError::InvalidMaxPrice(_) => Self::bad_request(message),
             PlanError::UnknownModel(_) => Self::not_found(message),
             PlanError::NoEndpoint { filter, .. } => {
                 Self::not_found(message).with_metadata(serde_json::json!({ "filter": filter }))
+            }
+            PlanError::Unhealthy { retry_after, .. } => {
+                Self::unavailable(message).with_retry_after(retry_after)
             }
         }
     }
@@ -213,6 +222,17 @@ mod tests {
             serde_json::json!({"error": {"message": "no such model", "type": "invalid_request_error",
                 "code": 404, "metadata": {"filter": "tools"}}})
         );
+    }
+
+    #[test]
+    fn an_all_unhealthy_plan_is_a_503_with_retry_after() {
+        let error = PlanError::Unhealthy {
+            model: "x/one".into(),
+            retry_after: Duration::from_secs(12),
+        };
+        let response = ApiError::from(error).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "12");
     }
 
     #[test]

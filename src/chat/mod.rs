@@ -14,7 +14,7 @@ use crate::accounts::AuthedKey;
 use crate::error::ApiError;
 use crate::openai::ChatRequest;
 use crate::providers::{Registry, UpstreamError};
-use crate::routing::{Catalog, plan};
+use crate::routing::{Catalog, EndpointHealth, RoutePlan, plan};
 use crate::usage::record::{AppInfo, Outcome, Recorder};
 use crate::usage::writer::GenerationSink;
 
@@ -25,6 +25,7 @@ pub use stream::{ChatStream, error_chunk};
 pub struct Chat {
     catalog: Arc<Catalog>,
     registry: Arc<Registry>,
+    health: Arc<dyn EndpointHealth>,
     generations: GenerationSink,
 }
 
@@ -40,13 +41,21 @@ impl Chat {
     pub fn new(
         catalog: Arc<Catalog>,
         registry: Arc<Registry>,
+        health: Arc<dyn EndpointHealth>,
         generations: GenerationSink,
     ) -> Self {
         Self {
             catalog,
             registry,
+            health,
             generations,
         }
+    }
+
+    /// The endpoints to try. The thread's own generator keeps the weighted draw free of any
+    /// lock shared by all requests; it is dropped before the first await.
+    fn plan(&self, request: &ChatRequest) -> Result<RoutePlan, crate::routing::PlanError> {
+        plan(&self.catalog, request, &*self.health, &mut rand::rng())
     }
 
     /// A non-streaming completion: the response body, ready to send.
@@ -69,7 +78,7 @@ impl Chat {
         recorder: &mut Recorder,
         request: &ChatRequest,
     ) -> Result<(crate::openai::Usage, Option<String>, Bytes), ApiError> {
-        let plan = plan(&self.catalog, request)?;
+        let plan = self.plan(request)?;
         let mut last_error = None;
         for planned in &plan.attempts {
             let started = Instant::now();
@@ -107,7 +116,7 @@ impl Chat {
         request: ChatRequest,
     ) -> Result<ChatStream, ApiError> {
         let mut recorder = self.recorder(caller, &request);
-        let plan = match plan(&self.catalog, &request) {
+        let plan = match self.plan(&request) {
             Ok(plan) => plan,
             Err(error) => return Err(fail(recorder, error.into())),
         };

@@ -10,7 +10,7 @@ mod usage;
 pub use chunk::{ChatChunk, ChunkChoice, ChunkError, Delta};
 pub use request::{
     ChatRequest, Content, DataCollectionPreference, MaxPrice, Message, ProviderPreferences, Role,
-    SortPreference, StreamOptions,
+    SortBy, SortPartition, SortPreference, StreamOptions,
 };
 pub use response::{ChatResponse, Choice, ResponseMessage};
 pub use sampling::{SAMPLING_PARAMETERS, SamplingSet};

@@ -65,6 +65,18 @@ impl ChatRequest {
         candidates
     }
 
+    /// A cheap prompt-size estimate (four bytes of text per token), for the context-length filter
+    /// and for billing a stream cut short before the upstream reported usage.
+    pub fn estimated_prompt_tokens(&self) -> u64 {
+        let characters: usize = self
+            .messages
+            .iter()
+            .filter_map(|message| message.content.as_ref())
+            .map(Content::text_len)
+            .sum();
+        (characters as u64).div_ceil(4).max(1)
+    }
+
     /// Whether any message carries an image part, so endpoints without vision can be filtered out.
     pub fn has_images(&self) -> bool {
         self.messages.iter().any(|message| match &message.content {
@@ -161,10 +173,12 @@ pub struct ProviderPreferences {
     pub sort: Option<SortPreference>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_price: Option<MaxPrice>,
+    /// Tokens per second; endpoints below it (or not yet measured) are tried last, never dropped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub preferred_min_throughput: Option<Value>,
+    pub preferred_min_throughput: Option<f64>,
+    /// Seconds to the first token; endpoints above it (or not yet measured) are tried last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub preferred_max_latency: Option<Value>,
+    pub preferred_max_latency: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,19 +188,53 @@ pub enum DataCollectionPreference {
     Deny,
 }
 
+/// What `sort` (and the `:floor` and `:nitro` suffixes) order endpoints by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SortBy {
+    Price,
+    Throughput,
+    Latency,
+}
+
+/// Whether a sort keeps the `models` fallback order (`model`) or mixes all models' endpoints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SortPartition {
+    #[default]
+    Model,
+    None,
+}
+
 /// `sort`: a bare strategy (`"price"`) or `{ "by": "price", "partition": "model" | "none" }`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum SortPreference {
-    By(String),
+    By(SortBy),
     Detailed {
-        by: String,
+        by: SortBy,
         #[serde(default)]
-        partition: Option<String>,
+        partition: SortPartition,
     },
 }
 
-/// Hard price caps in USD per million tokens. Kept as JSON numbers' exact text, never as floats.
+impl SortPreference {
+    pub fn by(self) -> SortBy {
+        match self {
+            SortPreference::By(by) | SortPreference::Detailed { by, .. } => by,
+        }
+    }
+
+    pub fn partition(self) -> SortPartition {
+        match self {
+            SortPreference::By(_) => SortPartition::default(),
+            SortPreference::Detailed { partition, .. } => partition,
+        }
+    }
+}
+
+/// Hard price caps in USD per million tokens. Kept as JSON numbers (parsed exactly into prices
+/// by routing), never converted through floats.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct MaxPrice {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -221,6 +269,34 @@ mod tests {
         let request: ChatRequest =
             serde_json::from_str(r#"{"models":["b","c"],"messages":[]}"#).unwrap();
         assert_eq!(request.model_candidates(), ["b", "c"]);
+    }
+
+    #[test]
+    fn provider_preferences_are_typed_and_unknown_fields_ignored() {
+        let request: ChatRequest = serde_json::from_str(
+            r#"{"model":"m","messages":[],"provider":{"sort":{"by":"latency","partition":"none"},
+                "preferred_min_throughput":50,"quantizations":["fp8"]}}"#,
+        )
+        .unwrap();
+        let provider = request.provider.unwrap();
+        let sort = provider.sort.unwrap();
+        assert_eq!(
+            (sort.by(), sort.partition()),
+            (SortBy::Latency, SortPartition::None)
+        );
+        assert_eq!(provider.preferred_min_throughput, Some(50.0));
+        for wrong in [
+            r#"{"sort":"cheapest"}"#,
+            r#"{"sort":{"by":"price","partition":"all"}}"#,
+            r#"{"preferred_max_latency":"fast"}"#,
+            r#"{"max_price":{"prompt":"1"}}"#,
+        ] {
+            let body = format!(r#"{{"model":"m","messages":[],"provider":{wrong}}}"#);
+            assert!(
+                serde_json::from_str::<ChatRequest>(&body).is_err(),
+                "{wrong}"
+            );
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::{Config, EndpointConfig, ModelConfig};
+use crate::config::{Config, DataCollection, EndpointConfig, ModelConfig};
 use crate::providers::Capabilities;
 use crate::providers::presets;
 use crate::usage::{InvalidPrice, Price, Pricing};
@@ -19,6 +19,9 @@ pub struct Endpoint {
     pub pricing: Pricing,
     pub max_output: Option<u32>,
     pub capabilities: Capabilities,
+    /// The provider's data policy: `Deny` when it neither stores nor trains on prompts, the only
+    /// endpoints a caller's `provider.data_collection: "deny"` keeps.
+    pub data_collection: DataCollection,
 }
 
 #[derive(Debug, Clone)]
@@ -134,5 +137,6 @@ fn resolve_endpoint(
         pricing,
         max_output: endpoint.max_output,
         capabilities: Capabilities::from_names(&endpoint.supports).refusing(refused),
+        data_collection: provider.data_collection,
     })
 }

@@ -1,10 +1,18 @@
-//! The per-request plan: which endpoints to try, in which order. Filters drop endpoints that
-//! cannot honour the request; the caller's `provider` preferences order and restrict the rest.
+//! The per-request plan: which endpoints to try, in which order. Resolves the candidate models
+//! (with their `:floor` and `:nitro` suffixes), drops endpoints the filters or the health
+//! tracker rule out, and hands each model's group (or, for `sort` with `partition: "none"`,
+//! everything) to selection to order.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
 
 use super::catalog::{Catalog, Endpoint, Model};
-use crate::openai::{ChatRequest, ProviderPreferences, SamplingSet};
+use super::filter::Needs;
+use super::select::{self, Candidate, Preferences};
+use super::status::EndpointHealth;
+use crate::openai::{ChatRequest, ProviderPreferences, SortBy, SortPartition, SortPreference};
 
 /// One endpoint of one model, to be tried in turn.
 #[derive(Debug, Clone)]
@@ -30,142 +38,176 @@ pub enum PlanError {
     MissingModel,
     #[error("model {0:?} is not available on this gateway; GET /v1/models lists the models")]
     UnknownModel(String),
+    #[error("provider.max_price: {0}")]
+    InvalidMaxPrice(String),
     #[error("no endpoint of {model:?} can serve this request ({filter})")]
     NoEndpoint { model: String, filter: &'static str },
+    #[error("every endpoint of {model:?} that could serve this request is unhealthy; retry later")]
+    Unhealthy {
+        model: String,
+        retry_after: Duration,
+    },
 }
 
-/// What of the request the filters look at, worked out once for all endpoints.
-struct Needs {
-    /// The sampling parameters every endpoint must support (`provider.require_parameters`).
-    required_sampling: SamplingSet,
-    reasoning: bool,
+/// `Retry-After` when every usable endpoint is unhealthy and the tracker gave no estimate.
+const UNHEALTHY_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// The model suffixes that pick a sort, as OpenRouter's shortcuts for `provider.sort`.
+const SUFFIXES: [(&str, SortBy); 2] = [(":floor", SortBy::Price), (":nitro", SortBy::Throughput)];
+
+/// The catalog model a candidate id names, and the sort its suffix asks for. An id the catalog
+/// holds verbatim wins, so ids that contain `:` keep working.
+fn resolve<'c>(
+    catalog: &'c Catalog,
+    id: &str,
+) -> Result<(&'c Arc<Model>, Option<SortBy>), PlanError> {
+    if let Some(model) = catalog.model(id) {
+        return Ok((model, None));
+    }
+    SUFFIXES
+        .iter()
+        .find_map(|(suffix, sort)| {
+            let model = catalog.model(id.strip_suffix(suffix)?)?;
+            Some((model, Some(*sort)))
+        })
+        .ok_or_else(|| PlanError::UnknownModel(id.to_owned()))
 }
 
-/// Why an endpoint cannot take the request, or `None` when it can.
-fn rejection(
-    endpoint: &Endpoint,
+/// Builds the plan: models in `model_candidates` order, each model's usable endpoints ordered
+/// by selection. `health` says which endpoints are up and how fast; `rng` drives the weighted
+/// default order (a thread-local generator in the gateway, a seeded one in tests).
+pub fn plan<R: Rng + ?Sized>(
+    catalog: &Catalog,
     request: &ChatRequest,
-    preferences: &ProviderPreferences,
-    needs: &Needs,
-) -> Option<&'static str> {
-    let named = |list: &Option<Vec<String>>| {
-        list.as_ref()
-            .map(|ids| ids.iter().any(|id| *id == *endpoint.provider))
-    };
-    let capabilities = &endpoint.capabilities;
-    if named(&preferences.only) == Some(false) {
-        return Some("provider.only");
-    }
-    if named(&preferences.ignore) == Some(true) {
-        return Some("provider.ignore");
-    }
-    if preferences.allow_fallbacks == Some(false) && named(&preferences.order) == Some(false) {
-        return Some("provider.order with allow_fallbacks: false");
-    }
-    if request
-        .tools
-        .as_ref()
-        .is_some_and(|tools| !tools.is_empty())
-        && !capabilities.tools
-    {
-        return Some("tools are not supported");
-    }
-    if request.has_images() && !capabilities.vision {
-        return Some("images are not supported");
-    }
-    let structured = request
-        .response_format
-        .as_ref()
-        .and_then(|format| format.get("type"))
-        .is_some_and(|kind| kind != "text");
-    if structured && !capabilities.response_format {
-        return Some("response_format is not supported");
-    }
-    if needs.reasoning && !capabilities.reasoning {
-        return Some("reasoning is not supported");
-    }
-    if !capabilities.sampling.contains(needs.required_sampling) {
-        return Some("provider.require_parameters: a sampling parameter is not supported");
-    }
-    let too_long = request
-        .max_output_tokens()
-        .zip(endpoint.max_output)
-        .is_some_and(|(asked, max)| asked > max);
-    if too_long {
-        return Some("max_tokens exceeds the endpoint's max_output");
-    }
-    None
-}
-
-/// Builds the plan: each model in `model_candidates` order, its usable endpoints in catalog
-/// order, with `provider.order` moved to the front.
-pub fn plan(catalog: &Catalog, request: &ChatRequest) -> Result<RoutePlan, PlanError> {
+    health: &dyn EndpointHealth,
+    rng: &mut R,
+) -> Result<RoutePlan, PlanError> {
     let candidates = request.model_candidates();
     if candidates.is_empty() {
         return Err(PlanError::MissingModel);
     }
     let no_preferences = ProviderPreferences::default();
     let preferences = request.provider.as_ref().unwrap_or(&no_preferences);
-    let needs = Needs {
-        required_sampling: if preferences.require_parameters == Some(true) {
-            request.sampling_parameters()
-        } else {
-            SamplingSet::EMPTY
-        },
-        reasoning: request.wants_reasoning(),
+    let needs = Needs::of(request, preferences)
+        .map_err(|error| PlanError::InvalidMaxPrice(error.to_string()))?;
+    let ordering = Preferences {
+        sort: preferences.sort.map(SortPreference::by),
+        order: preferences.order.as_deref().unwrap_or_default(),
+        min_throughput: preferences.preferred_min_throughput,
+        max_latency: preferences.preferred_max_latency,
     };
-    let mut attempts = Vec::new();
+    let across_models = preferences
+        .sort
+        .is_some_and(|sort| sort.partition() == SortPartition::None);
+    let mut chosen: Vec<Candidate> = Vec::new();
+    let mut planned: Vec<&Arc<Model>> = Vec::with_capacity(candidates.len());
     let mut first_rejection = None;
+    let mut unhealthy: Option<(&str, Option<Duration>)> = None;
     for id in candidates {
-        let model = catalog
-            .model(id)
-            .ok_or_else(|| PlanError::UnknownModel(id.to_owned()))?;
-        let start = attempts.len();
+        let (model, suffix_sort) = resolve(catalog, id)?;
+        // `x` and `x:floor` in one list are one model, planned once.
+        if planned.iter().any(|seen| Arc::ptr_eq(seen, model)) {
+            continue;
+        }
+        planned.push(model);
+        let start = chosen.len();
         for (index, endpoint) in model.endpoints.iter().enumerate() {
-            match rejection(endpoint, request, preferences, &needs) {
-                None => attempts.push(PlannedAttempt {
-                    model: model.clone(),
-                    endpoint: index,
-                }),
-                Some(filter) => {
-                    first_rejection.get_or_insert_with(|| (model.id.to_string(), filter));
-                }
+            if let Some(filter) = needs.rejection(model, endpoint) {
+                first_rejection.get_or_insert((&*model.id, filter));
+                continue;
             }
-        }
-        if let Some(order) = &preferences.order {
-            let rank = |attempt: &PlannedAttempt| {
-                let provider = &*attempt.endpoint().provider;
-                order
-                    .iter()
-                    .position(|id| id == provider)
-                    .unwrap_or(order.len())
+            let status = health.status(model, endpoint);
+            if !status.healthy {
+                let (_, retry) = unhealthy.get_or_insert((&*model.id, status.retry_in));
+                // The soonest any of them is expected back.
+                *retry = match (*retry, status.retry_in) {
+                    (Some(known), Some(new)) => Some(known.min(new)),
+                    (known, new) => known.or(new),
+                };
+                continue;
+            }
+            let attempt = PlannedAttempt {
+                model: model.clone(),
+                endpoint: index,
             };
-            attempts[start..].sort_by_key(rank);
+            chosen.push(Candidate::new(attempt, status));
+        }
+        if !across_models {
+            let sort = ordering.sort.or(suffix_sort);
+            let ordering = Preferences { sort, ..ordering };
+            select::arrange(&mut chosen[start..], &ordering, rng);
         }
     }
-    if attempts.is_empty() {
-        let (model, filter) = first_rejection.unwrap_or_else(|| {
-            (
-                request.model_candidates()[0].to_owned(),
-                "the model has no endpoints",
-            )
-        });
-        return Err(PlanError::NoEndpoint { model, filter });
+    if across_models {
+        select::arrange(&mut chosen, &ordering, rng);
     }
-    Ok(RoutePlan { attempts })
+    if preferences.allow_fallbacks == Some(false) && preferences.order.is_none() {
+        keep_primary_endpoints(&mut chosen);
+    }
+    if chosen.is_empty() {
+        return Err(no_endpoint_left(request, first_rejection, unhealthy));
+    }
+    Ok(RoutePlan {
+        attempts: chosen
+            .into_iter()
+            .map(|candidate| candidate.attempt)
+            .collect(),
+    })
+}
+
+/// `allow_fallbacks: false` without an `order`: each model's first choice only, as OpenRouter
+/// keeps only the primary provider.
+fn keep_primary_endpoints(chosen: &mut Vec<Candidate>) {
+    let mut kept: Vec<Arc<Model>> = Vec::new();
+    chosen.retain(|candidate| {
+        let model = &candidate.attempt.model;
+        if kept.iter().any(|seen| Arc::ptr_eq(seen, model)) {
+            return false;
+        }
+        kept.push(model.clone());
+        true
+    });
+}
+
+/// Why the plan is empty: 503 when an endpoint passed every filter but is down (retrying can
+/// help), else the 404 naming the first filter that dropped an endpoint.
+fn no_endpoint_left(
+    request: &ChatRequest,
+    first_rejection: Option<(&str, &'static str)>,
+    unhealthy: Option<(&str, Option<Duration>)>,
+) -> PlanError {
+    if let Some((model, retry_in)) = unhealthy {
+        return PlanError::Unhealthy {
+            model: model.to_owned(),
+            retry_after: retry_in.unwrap_or(UNHEALTHY_RETRY_AFTER),
+        };
+    }
+    let (model, filter) = first_rejection
+        .unwrap_or_else(|| (request.model_candidates()[0], "the model has no endpoints"));
+    PlanError::NoEndpoint {
+        model: model.to_owned(),
+        filter,
+    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
     use super::*;
     use crate::config::Config;
+    use crate::routing::status::{EndpointStatus, StubHealth};
 
-    fn catalog() -> Catalog {
+    /// Providers `a` (which collects no data), `b` and `c`; `x/one` offers all three at
+    /// rising prices, `x/two` only `a`, `x/three` only `c`, `x/big` has a small context.
+    pub(crate) fn catalog() -> Catalog {
         let config: Config = toml::from_str(
             r#"
 [[providers]]
 id = "a"
 kind = "mock"
+data_collection = "deny"
 [[providers]]
 id = "b"
 kind = "mock"
@@ -175,6 +217,7 @@ kind = "mock"
 
 [[models]]
 id = "x/one"
+context_length = 1000
   [[models.endpoints]]
   provider = "a"
   upstream = "one-a"
@@ -184,15 +227,14 @@ id = "x/one"
   [[models.endpoints]]
   provider = "b"
   upstream = "one-b"
-  prompt = "1"
-  completion = "2"
+  prompt = "2"
+  completion = "4"
   supports = ["tools"]
-
   [[models.endpoints]]
   provider = "c"
   upstream = "one-c"
-  prompt = "1"
-  completion = "2"
+  prompt = "4"
+  completion = "8"
   supports = ["temperature", "seed", "reasoning"]
 
 [[models]]
@@ -209,17 +251,34 @@ id = "x/two"
   [[models.endpoints]]
   provider = "a"
   upstream = "two-a"
+  prompt = "0.5"
+  completion = "1"
+
+[[models]]
+id = "x/tagged:v1"
+  [[models.endpoints]]
+  provider = "b"
+  upstream = "tagged-b"
   prompt = "1"
-  completion = "2"
+  completion = "1"
 "#,
         )
         .unwrap();
         Catalog::build(&config).unwrap()
     }
 
-    fn providers_for(body: &str) -> Result<Vec<String>, PlanError> {
+    pub(crate) fn plan_with(
+        body: &str,
+        health: &StubHealth,
+        seed: u64,
+    ) -> Result<Vec<String>, PlanError> {
         let request: ChatRequest = serde_json::from_str(body).unwrap();
-        let plan = plan(&catalog(), &request)?;
+        let plan = plan(
+            &catalog(),
+            &request,
+            health,
+            &mut StdRng::seed_from_u64(seed),
+        )?;
         Ok(plan
             .attempts
             .iter()
@@ -227,29 +286,178 @@ id = "x/two"
             .collect())
     }
 
-    #[test]
-    fn endpoints_follow_the_catalog_then_the_fallback_models() {
-        let got = providers_for(r#"{"model":"x/one","models":["x/two"],"messages":[]}"#).unwrap();
-        assert_eq!(got, ["x/one@a", "x/one@b", "x/one@c", "x/two@a"]);
+    fn providers_for(body: &str) -> Result<Vec<String>, PlanError> {
+        plan_with(body, &StubHealth::default(), 7)
+    }
+
+    /// The plan as a set, for requests whose order is a random draw.
+    fn sorted(body: &str) -> Vec<String> {
+        let mut got = providers_for(body).unwrap();
+        got.sort();
+        got
+    }
+
+    fn chat(extra: &str) -> String {
+        format!(r#"{{"model":"x/one","messages":[{{"role":"user","content":"hi"}}]{extra}}}"#)
     }
 
     #[test]
-    fn provider_order_goes_first_and_only_and_ignore_filter() {
-        let order = r#"{"model":"x/one","provider":{"order":["b"]},"messages":[]}"#;
+    fn each_model_is_planned_whole_before_the_fallback_models() {
+        let got = providers_for(r#"{"model":"x/one","models":["x/two"],"messages":[]}"#).unwrap();
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[3], "x/two@a");
+    }
+
+    #[test]
+    fn provider_order_goes_first_and_the_rest_follow_unless_fallbacks_are_off() {
+        let order = chat(r#","provider":{"order":["c","b"]}"#);
         assert_eq!(
-            providers_for(order).unwrap(),
-            ["x/one@b", "x/one@a", "x/one@c"]
+            providers_for(&order).unwrap(),
+            ["x/one@c", "x/one@b", "x/one@a"]
         );
-        let only = r#"{"model":"x/one","provider":{"only":["a"]},"messages":[]}"#;
-        assert_eq!(providers_for(only).unwrap(), ["x/one@a"]);
-        let ignore = r#"{"model":"x/one","provider":{"ignore":["a"]},"messages":[]}"#;
-        assert_eq!(providers_for(ignore).unwrap(), ["x/one@b", "x/one@c"]);
+        let strict = chat(r#","provider":{"order":["c","b"],"allow_fallbacks":false}"#);
+        assert_eq!(providers_for(&strict).unwrap(), ["x/one@c", "x/one@b"]);
+    }
+
+    #[test]
+    fn allow_fallbacks_false_without_order_keeps_each_models_primary_only() {
+        let body = r#"{"model":"x/one","models":["x/two"],"provider":{"allow_fallbacks":false,"sort":"price"},"messages":[]}"#;
+        assert_eq!(providers_for(body).unwrap(), ["x/one@a", "x/two@a"]);
+    }
+
+    #[test]
+    fn only_and_ignore_filter() {
+        let only = chat(r#","provider":{"only":["a"]}"#);
+        assert_eq!(providers_for(&only).unwrap(), ["x/one@a"]);
+        let ignore = chat(r#","provider":{"ignore":["a"]}"#);
+        assert_eq!(sorted(&ignore), ["x/one@b", "x/one@c"]);
+    }
+
+    #[test]
+    fn data_collection_deny_keeps_only_providers_that_collect_nothing() {
+        let deny = chat(r#","provider":{"data_collection":"deny"}"#);
+        assert_eq!(providers_for(&deny).unwrap(), ["x/one@a"]);
+        let allow = chat(r#","provider":{"data_collection":"allow"}"#);
+        assert_eq!(sorted(&allow).len(), 3);
+        let none_left =
+            r#"{"model":"x/three","provider":{"data_collection":"deny"},"messages":[]}"#;
+        assert_eq!(
+            providers_for(none_left).unwrap_err(),
+            PlanError::NoEndpoint {
+                model: "x/three".into(),
+                filter: "provider.data_collection: the provider may collect data"
+            }
+        );
+    }
+
+    #[test]
+    fn max_price_is_a_hard_cap_on_each_price() {
+        let cheap = chat(r#","provider":{"max_price":{"prompt":2,"completion":4}}"#);
+        assert_eq!(sorted(&cheap), ["x/one@a", "x/one@b"]);
+        let prompt_only = chat(r#","provider":{"max_price":{"prompt":1.5}}"#);
+        assert_eq!(providers_for(&prompt_only).unwrap(), ["x/one@a"]);
+        let too_low = chat(r#","provider":{"max_price":{"completion":0.5}}"#);
+        assert_eq!(
+            providers_for(&too_low).unwrap_err(),
+            PlanError::NoEndpoint {
+                model: "x/one".into(),
+                filter: "provider.max_price"
+            }
+        );
+        let negative = chat(r#","provider":{"max_price":{"prompt":-1}}"#);
+        assert!(matches!(
+            providers_for(&negative).unwrap_err(),
+            PlanError::InvalidMaxPrice(_)
+        ));
+    }
+
+    #[test]
+    fn sort_orders_within_each_model_unless_partition_is_none() {
+        let body = |sort: &str| {
+            format!(
+                r#"{{"model":"x/one","models":["x/two"],"provider":{{"sort":{sort}}},"messages":[]}}"#
+            )
+        };
+        assert_eq!(
+            providers_for(&body(r#""price""#)).unwrap(),
+            ["x/one@a", "x/one@b", "x/one@c", "x/two@a"]
+        );
+        assert_eq!(
+            providers_for(&body(r#"{"by":"price","partition":"model"}"#)).unwrap(),
+            ["x/one@a", "x/one@b", "x/one@c", "x/two@a"]
+        );
+        assert_eq!(
+            providers_for(&body(r#"{"by":"price","partition":"none"}"#)).unwrap(),
+            ["x/two@a", "x/one@a", "x/one@b", "x/one@c"]
+        );
+    }
+
+    #[test]
+    fn floor_and_nitro_suffixes_sort_and_resolve_to_the_plain_model() {
+        let floor = r#"{"model":"x/one:floor","messages":[]}"#;
+        assert_eq!(
+            providers_for(floor).unwrap(),
+            ["x/one@a", "x/one@b", "x/one@c"]
+        );
+        let measured = |tps| EndpointStatus {
+            throughput: Some(tps),
+            ..EndpointStatus::default()
+        };
+        let health = StubHealth(vec![("b", measured(90.0)), ("c", measured(120.0))]);
+        let nitro = r#"{"model":"x/two","models":["x/one:nitro"],"messages":[]}"#;
+        assert_eq!(
+            plan_with(nitro, &health, 1).unwrap(),
+            ["x/two@a", "x/one@c", "x/one@b", "x/one@a"]
+        );
+        let twice = r#"{"model":"x/one:floor","models":["x/one"],"messages":[]}"#;
+        assert_eq!(
+            providers_for(twice).unwrap().len(),
+            3,
+            "one model, planned once"
+        );
+    }
+
+    #[test]
+    fn ids_with_a_colon_in_the_catalog_are_not_suffixes() {
+        let tagged = r#"{"model":"x/tagged:v1","messages":[]}"#;
+        assert_eq!(providers_for(tagged).unwrap(), ["x/tagged:v1@b"]);
+        assert_eq!(
+            providers_for(r#"{"model":"x/one:free","messages":[]}"#).unwrap_err(),
+            PlanError::UnknownModel("x/one:free".into())
+        );
+    }
+
+    #[test]
+    fn the_prompt_and_max_tokens_must_fit_the_context_length() {
+        // About 4 bytes a token: 3,600 bytes is 900 tokens of x/one's 1,000.
+        let prompt = "word".repeat(900);
+        let body = |max_tokens: u32| {
+            format!(
+                r#"{{"model":"x/one","models":["x/two"],"max_tokens":{max_tokens},"messages":[{{"role":"user","content":"{prompt}"}}]}}"#
+            )
+        };
+        assert_eq!(providers_for(&body(50)).unwrap().len(), 4);
+        assert_eq!(
+            providers_for(&body(200)).unwrap(),
+            ["x/two@a"],
+            "x/two has no known context length"
+        );
+        let alone = format!(
+            r#"{{"model":"x/one","max_tokens":200,"messages":[{{"role":"user","content":"{prompt}"}}]}}"#
+        );
+        assert_eq!(
+            providers_for(&alone).unwrap_err(),
+            PlanError::NoEndpoint {
+                model: "x/one".into(),
+                filter: "context_length: the prompt and max_tokens exceed the model's context"
+            }
+        );
     }
 
     #[test]
     fn tools_and_max_tokens_filter_endpoints_that_cannot_honour_them() {
-        let tools = r#"{"model":"x/one","tools":[{"type":"function"}],"messages":[]}"#;
-        assert_eq!(providers_for(tools).unwrap(), ["x/one@b"]);
+        let tools = chat(r#","tools":[{"type":"function"}]"#);
+        assert_eq!(providers_for(&tools).unwrap(), ["x/one@b"]);
         let long =
             r#"{"model":"x/two","max_tokens":500,"tools":[{"type":"function"}],"messages":[]}"#;
         assert_eq!(
@@ -263,21 +471,21 @@ id = "x/two"
 
     #[test]
     fn require_parameters_keeps_only_endpoints_that_support_every_sampling_parameter() {
-        let seed = r#"{"model":"x/one","seed":1,"temperature":0.5,"messages":[]}"#;
+        let seed = chat(r#","seed":1,"temperature":0.5"#);
         assert_eq!(
-            providers_for(seed).unwrap(),
-            ["x/one@a", "x/one@b", "x/one@c"],
+            sorted(&seed).len(),
+            3,
             "without require_parameters they are dropped, not filtered"
         );
-        let required = r#"{"model":"x/one","seed":1,"temperature":0.5,"provider":{"require_parameters":true},"messages":[]}"#;
+        let required =
+            chat(r#","seed":1,"temperature":0.5,"provider":{"require_parameters":true}"#);
         assert_eq!(
-            providers_for(required).unwrap(),
-            ["x/one@a", "x/one@b", "x/one@c"],
+            sorted(&required).len(),
+            3,
             "implicit endpoints accept every sampling parameter"
         );
-        let top_k =
-            r#"{"model":"x/one","top_k":5,"provider":{"require_parameters":true},"messages":[]}"#;
-        assert_eq!(providers_for(top_k).unwrap(), ["x/one@a", "x/one@b"]);
+        let top_k = chat(r#","top_k":5,"provider":{"require_parameters":true}"#);
+        assert_eq!(sorted(&top_k), ["x/one@a", "x/one@b"]);
         let three = r#"{"model":"x/three","temperature":1,"seed":2,"provider":{"require_parameters":true},"messages":[]}"#;
         assert_eq!(
             providers_for(three).unwrap_err(),
@@ -290,10 +498,10 @@ id = "x/two"
 
     #[test]
     fn reasoning_needs_an_endpoint_that_lists_it_unless_it_is_switched_off() {
-        let wants = r#"{"model":"x/one","reasoning":{"effort":"high"},"messages":[]}"#;
-        assert_eq!(providers_for(wants).unwrap(), ["x/one@c"]);
-        let off = r#"{"model":"x/one","reasoning":{"effort":"none"},"messages":[]}"#;
-        assert_eq!(providers_for(off).unwrap().len(), 3);
+        let wants = chat(r#","reasoning":{"effort":"high"}"#);
+        assert_eq!(providers_for(&wants).unwrap(), ["x/one@c"]);
+        let off = chat(r#","reasoning":{"effort":"none"}"#);
+        assert_eq!(sorted(&off).len(), 3);
         let disabled = r#"{"model":"x/two","reasoning":{"enabled":false},"messages":[]}"#;
         assert_eq!(providers_for(disabled).unwrap(), ["x/two@a"]);
         let two = r#"{"model":"x/two","reasoning":{"max_tokens":100},"messages":[]}"#;
@@ -302,6 +510,40 @@ id = "x/two"
             PlanError::NoEndpoint {
                 model: "x/two".into(),
                 filter: "reasoning is not supported"
+            }
+        );
+    }
+
+    #[test]
+    fn unhealthy_endpoints_are_dropped_and_none_left_is_unhealthy_with_the_soonest_retry() {
+        let down = |retry_in| EndpointStatus {
+            healthy: false,
+            retry_in,
+            ..EndpointStatus::default()
+        };
+        let health = StubHealth(vec![
+            ("a", down(None)),
+            ("b", down(Some(Duration::from_secs(30)))),
+            ("c", down(Some(Duration::from_secs(4)))),
+        ]);
+        let some_up = StubHealth(vec![("a", down(None))]);
+        let mut got = plan_with(&chat(""), &some_up, 3).unwrap();
+        got.sort();
+        assert_eq!(got, ["x/one@b", "x/one@c"]);
+        assert_eq!(
+            plan_with(&chat(""), &health, 3).unwrap_err(),
+            PlanError::Unhealthy {
+                model: "x/one".into(),
+                retry_after: Duration::from_secs(4)
+            }
+        );
+        let all_down_no_hint = StubHealth(vec![("a", down(None))]);
+        let two = r#"{"model":"x/two","messages":[]}"#;
+        assert_eq!(
+            plan_with(two, &all_down_no_hint, 3).unwrap_err(),
+            PlanError::Unhealthy {
+                model: "x/two".into(),
+                retry_after: UNHEALTHY_RETRY_AFTER
             }
         );
     }

@@ -25,6 +25,16 @@ impl Price {
             .ok_or_else(|| InvalidPrice(text.to_owned()))
     }
 
+    /// A price from a JSON number (a caller's `max_price`), exactly: serde_json keeps a
+    /// fractional number as the nearest `f64`, whose shortest round-trip text is the decimal the
+    /// caller wrote (for up to 15 significant digits), so that text is parsed, never the float.
+    pub fn from_json_number(number: &serde_json::Number) -> Result<Price, InvalidPrice> {
+        let text = number.to_string();
+        expand_exponent(&text)
+            .ok_or_else(|| InvalidPrice(text.clone()))
+            .and_then(|plain| Price::parse(&plain))
+    }
+
     pub fn micro_usd_per_million(self) -> i64 {
         self.0
     }
@@ -51,6 +61,31 @@ impl fmt::Display for Price {
     /// USD per million tokens, as written in the catalog.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&MicroUsd(self.0).to_usd_string())
+    }
+}
+
+/// `1.5e-6` as `0.0000015`: the exponent form serde_json prints for small and large numbers.
+/// Exponents beyond what a price can hold are refused rather than expanded.
+fn expand_exponent(text: &str) -> Option<String> {
+    let Some((mantissa, exponent)) = text.split_once(['e', 'E']) else {
+        return Some(text.to_owned());
+    };
+    let exponent: i32 = exponent.parse().ok().filter(|e: &i32| e.abs() <= 30)?;
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = format!("{whole}{fraction}");
+    let point = i32::try_from(whole.len()).ok()? + exponent;
+    let Ok(point) = usize::try_from(point) else {
+        let zeros = "0".repeat(usize::try_from(-point).ok()?);
+        return Some(format!("0.{zeros}{digits}"));
+    };
+    if point >= digits.len() {
+        Some(format!("{digits}{}", "0".repeat(point - digits.len())))
+    } else {
+        let (whole, fraction) = digits.split_at(point);
+        Some(format!(
+            "{}.{fraction}",
+            if whole.is_empty() { "0" } else { whole }
+        ))
     }
 }
 
@@ -99,6 +134,22 @@ mod tests {
         assert_eq!(price("0.000001").micro_usd_per_million(), 1);
         for bad in ["", "-1", "1e3", "0.0000001", "abc", "1.2.3", ".5"] {
             assert!(Price::parse(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn json_numbers_parse_exactly_including_exponent_forms() {
+        let from = |json: &str| {
+            Price::from_json_number(&serde_json::from_str(json).unwrap())
+                .map(Price::micro_usd_per_million)
+        };
+        assert_eq!(from("3"), Ok(3_000_000));
+        assert_eq!(from("0.15"), Ok(150_000));
+        assert_eq!(from("0.000001"), Ok(1));
+        assert_eq!(from("1.5e-5"), Ok(15));
+        assert_eq!(from("2e2"), Ok(200_000_000));
+        for bad in ["-1", "0.0000001", "1e-300", "1e300"] {
+            assert!(from(bad).is_err(), "{bad} should be rejected");
         }
     }
 

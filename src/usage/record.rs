@@ -114,7 +114,7 @@ impl Recorder {
             created_at: Utc::now(),
             started: Instant::now(),
             streamed: request.stream,
-            estimated_prompt_tokens: estimate_prompt_tokens(request),
+            estimated_prompt_tokens: request.estimated_prompt_tokens(),
             attempts: Vec::new(),
             served: None,
             first_token_at: None,
@@ -248,18 +248,6 @@ impl Drop for Recorder {
             self.write(Outcome::completed(&usage, None), true);
         }
     }
-}
-
-/// A cheap, deterministic prompt size estimate (about four characters a token) for requests
-/// whose upstream never reported usage.
-fn estimate_prompt_tokens(request: &ChatRequest) -> u64 {
-    let characters: usize = request
-        .messages
-        .iter()
-        .filter_map(|message| message.content.as_ref())
-        .map(|content| content.text_len())
-        .sum();
-    (characters as u64).div_ceil(4).max(1)
 }
 
 /// Base62 digits in ASCII order, so ids compare as text in the order of their numbers.

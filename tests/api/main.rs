@@ -12,6 +12,7 @@ mod gemini;
 mod helpers;
 mod models;
 mod params;
+mod routing;
 mod scripted_upstream;
 mod store;
 mod streaming;

@@ -21,6 +21,8 @@ on_both_backends!(
 /// `first` is a plain OpenAI-compatible provider; `mistral` uses the Mistral preset (its base
 /// URL pointed at the mock). `test/pair` lists `first` (temperature only) before `mistral`
 /// (temperature and seed); `test/thinker` lists `first` (implicit) before `mistral` (reasoning).
+/// `first` is free, so the default weighted draw all but always tries it first (the inverse-square
+/// weight of a free endpoint is 10^13 times that of `mistral`'s 3 USD per million).
 struct Setup {
     app: TestApp,
     first: MockUpstream,
@@ -34,8 +36,9 @@ async fn setup(backend: Backend) -> Setup {
     })
     .await;
     let endpoint = |provider: &str, supports: &str| {
+        let (prompt, completion) = if provider == "first" { (0, 0) } else { (1, 2) };
         format!(
-            "  [[models.endpoints]]\n  provider = \"{provider}\"\n  upstream = \"{provider}-model\"\n  prompt = \"1\"\n  completion = \"2\"\n  supports = {supports}\n"
+            "  [[models.endpoints]]\n  provider = \"{provider}\"\n  upstream = \"{provider}-model\"\n  prompt = \"{prompt}\"\n  completion = \"{completion}\"\n  supports = {supports}\n"
         )
     };
     let tables = format!(
