@@ -75,7 +75,8 @@ impl ChatStream {
                 }
                 State::Streaming => {}
             }
-            let decoded = match self.pending.take() {
+            let pending = self.pending.take().or_else(|| self.decoder.take_pending());
+            let decoded = match pending {
                 Some(chunk) => Ok(Some(chunk)),
                 None => match self.response.next_event().await {
                     Some(Ok(event)) => self.decoder.decode(&event),

@@ -837,6 +837,41 @@ struct EventDecoder {
     /// Function calls so far: the next one's OpenAI `index`.
     tool_calls: u32,
     finished: bool,
+    /// The finish reason (and usage) of an event that also carried tool calls, sent as a chunk of
+    /// its own as OpenAI does.
+    pending: Option<ChatChunk>,
+}
+
+/// Gemini sends a function call whole, with the finish reason in the same event. OpenAI ends a
+/// stream of tool calls with a chunk of its own holding only the finish reason, and the SDKs'
+/// stream helpers close a call (`arguments.done`) when that later chunk arrives, so the finish
+/// reasons (and the usage) move to a second chunk.
+fn split_finish(chunk: &mut ChatChunk) -> Option<ChatChunk> {
+    let carries_calls = chunk
+        .choices
+        .iter()
+        .any(|choice| choice.delta.tool_calls.is_some() && choice.finish_reason.is_some());
+    if !carries_calls {
+        return None;
+    }
+    let choices = chunk
+        .choices
+        .iter_mut()
+        .filter_map(|choice| {
+            let finish_reason = choice.finish_reason.take()?;
+            Some(ChunkChoice {
+                index: choice.index,
+                delta: Delta::default(),
+                finish_reason: Some(finish_reason),
+                extra: Map::new(),
+            })
+        })
+        .collect();
+    Some(ChatChunk {
+        choices,
+        usage: chunk.usage.take(),
+        ..ChatChunk::empty(&chunk.id, chunk.created, &chunk.model, None)
+    })
 }
 
 impl StreamDecoder for EventDecoder {
@@ -884,7 +919,7 @@ impl StreamDecoder for EventDecoder {
             first.delta.role = Some("assistant".to_owned());
             self.sent_role = true;
         }
-        Ok(Some(ChatChunk {
+        let mut chunk = ChatChunk {
             id: response.response_id.unwrap_or_default(),
             object: "chat.completion.chunk".to_owned(),
             created: 0,
@@ -894,11 +929,17 @@ impl StreamDecoder for EventDecoder {
             usage,
             error: None,
             extra: Map::new(),
-        }))
+        };
+        self.pending = split_finish(&mut chunk);
+        Ok(Some(chunk))
     }
 
     fn finished(&self) -> bool {
         self.finished
+    }
+
+    fn take_pending(&mut self) -> Option<ChatChunk> {
+        self.pending.take()
     }
 }
 
@@ -1044,10 +1085,11 @@ mod tests {
 
     fn decode_stream(sse: &str) -> (EventDecoder, Vec<Result<Option<ChatChunk>, UpstreamError>>) {
         let mut decoder = EventDecoder::default();
-        let chunks = events(sse)
-            .iter()
-            .map(|event| decoder.decode(event))
-            .collect();
+        let mut chunks = Vec::new();
+        for event in events(sse) {
+            chunks.push(decoder.decode(&event));
+            chunks.extend(decoder.take_pending().map(|chunk| Ok(Some(chunk))));
+        }
         (decoder, chunks)
     }
 
@@ -1426,8 +1468,17 @@ mod tests {
             call["function"]["arguments"],
             r#"{"location":"Paris","unit":"celsius"}"#
         );
-        assert_eq!(last.finish_reason.as_deref(), Some("tool_calls"));
-        let usage = chunks[1].usage.as_ref().unwrap();
+        assert_eq!(
+            last.finish_reason, None,
+            "the finish comes in a chunk of its own"
+        );
+        let finish = &chunks[2];
+        assert_eq!(finish.choices[0].delta.tool_calls, None);
+        assert_eq!(
+            finish.choices[0].finish_reason.as_deref(),
+            Some("tool_calls")
+        );
+        let usage = finish.usage.as_ref().unwrap();
         assert_eq!(
             (usage.completion_tokens, usage.reasoning_tokens()),
             (58, 40)

@@ -207,6 +207,12 @@ pub trait StreamDecoder: Send {
     fn decode(&mut self, event: &SseEvent) -> Result<Option<ChatChunk>, UpstreamError>;
     /// Whether the upstream has signalled the end of the stream (`[DONE]`, `message_stop`, ...).
     fn finished(&self) -> bool;
+    /// A further chunk the last event produced, taken before the next event is read. Most events
+    /// make one chunk; an event that carries what OpenAI sends as two (a whole tool call and the
+    /// finish reason) makes two, because clients close a tool call only on a later chunk.
+    fn take_pending(&mut self) -> Option<ChatChunk> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -215,7 +215,16 @@ async fn a_streamed_function_call_becomes_a_tool_call_delta(backend: Backend) {
     let arguments: Value =
         serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
     assert_eq!(arguments, json!({"location": "Paris", "unit": "celsius"}));
-    assert_eq!(call_chunk["choices"][0]["finish_reason"], "tool_calls");
+    // As OpenAI streams it: the call, then the finish reason in a chunk of its own.
+    assert_eq!(call_chunk["choices"][0]["finish_reason"], Value::Null);
+    let finishes: Vec<&Value> = events
+        .iter()
+        .filter(|event| !event["choices"][0]["finish_reason"].is_null())
+        .map(|event| &event["choices"][0])
+        .collect();
+    assert_eq!(finishes.len(), 1);
+    assert_eq!(finishes[0]["finish_reason"], "tool_calls");
+    assert!(finishes[0]["delta"]["tool_calls"].is_null());
     assert_eq!(
         events[0]["choices"][0]["delta"]["reasoning"],
         "The user wants the weather in Paris."

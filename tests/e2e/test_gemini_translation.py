@@ -145,12 +145,14 @@ def test_a_streamed_function_call_is_accumulated_by_the_sdks_stream_helper(
     assert sent["tools"][0]["functionDeclarations"][0]["name"] == "get_weather"
     assert sent["toolConfig"] == {"functionCallingConfig": {"mode": "ANY"}}
 
-    # Gemini sends a call whole, so the gateway's one delta carries it with the finish reason; the
-    # SDK's helper then fires no `tool_calls.function.arguments.done` (it closes a call only when
-    # a later chunk arrives), but its delta events and final completion hold the whole call.
+    # Gemini sends a call whole with its finish reason; the gateway streams the call, then the
+    # finish in a chunk of its own as OpenAI does, so the SDK's helper closes the call.
     (delta,) = [event for event in events if event.type == "tool_calls.function.arguments.delta"]
     assert delta.name == "get_weather"
     assert json.loads(delta.arguments) == {"location": "Paris", "unit": "celsius"}
+    (done,) = [event for event in events if event.type == "tool_calls.function.arguments.done"]
+    assert done.name == "get_weather"
+    assert json.loads(done.arguments) == {"location": "Paris", "unit": "celsius"}
     choice = final.choices[0]
     assert choice.finish_reason == "tool_calls"
     (call,) = choice.message.tool_calls
