@@ -134,7 +134,7 @@ impl ChatStream {
             self.state = State::Done;
             return self.empty_chunk();
         };
-        let usage = recorder.stream_usage();
+        let usage = recorder.stream_usage(error.is_none());
         let cost = recorder.price(&usage);
         let usage = usage.with_cost(cost);
         let mut usage_chunk = self.empty_chunk();

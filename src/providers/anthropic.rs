@@ -685,13 +685,15 @@ struct EventDecoder {
 
 impl EventDecoder {
     /// `message_start` produces no chunk, so an error right after it can still fail over; the
-    /// role rides on the first chunk instead.
+    /// role rides on the first chunk instead, with the input usage `message_start` reported, so a
+    /// stream cut short later is billed for its exact prompt.
     fn chunk(&mut self, mut delta: Delta, finish_reason: Option<String>) -> ChatChunk {
+        let mut chunk = ChatChunk::empty(&self.message_id, 0, &self.model, None);
         if !self.role_sent {
             self.role_sent = true;
             delta.role = Some("assistant".to_owned());
+            chunk.usage = self.usage.map(MessageUsage::to_usage);
         }
-        let mut chunk = ChatChunk::empty(&self.message_id, 0, &self.model, None);
         chunk.choices.push(ChunkChoice {
             index: 0,
             delta,

@@ -168,11 +168,18 @@ impl Recorder {
         self.reported_usage = Some(usage);
     }
 
-    /// The usage to bill a stream by: what the upstream reported, else a local estimate.
-    pub fn stream_usage(&self) -> Usage {
-        self.reported_usage
-            .clone()
-            .unwrap_or_else(|| self.estimated_usage())
+    /// The usage to bill a stream by. A finished stream's is what the upstream reported (else a
+    /// local estimate). A stream cut short may have reported only its prompt so far (Anthropic
+    /// does at the start), so its completion is at least the content deltas counted locally.
+    pub fn stream_usage(&self, finished: bool) -> Usage {
+        match &self.reported_usage {
+            Some(reported) if finished => reported.clone(),
+            Some(reported) => Usage {
+                completion_tokens: reported.completion_tokens.max(self.streamed_deltas),
+                ..reported.clone()
+            },
+            None => self.estimated_usage(),
+        }
     }
 
     /// Usage for a stream that ended without the upstream reporting it: estimated locally.
@@ -241,10 +248,7 @@ impl Recorder {
 impl Drop for Recorder {
     fn drop(&mut self) {
         if self.sink.is_some() {
-            let usage = self
-                .reported_usage
-                .take()
-                .unwrap_or_else(|| self.estimated_usage());
+            let usage = self.stream_usage(false);
             self.write(Outcome::completed(&usage, None), true);
         }
     }

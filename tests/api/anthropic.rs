@@ -429,9 +429,13 @@ async fn an_error_event_mid_stream_becomes_an_error_chunk_then_usage_and_done(ba
     assert!(!error.to_string().contains("Overloaded"));
     assert_eq!(usage["choices"], json!([]));
     assert!(usage["usage"]["cost"].is_number());
+    // Billed for the prompt Anthropic counted at message_start and the one delta that went out.
+    assert_eq!(usage["usage"]["prompt_tokens"], 25);
+    assert_eq!(usage["usage"]["completion_tokens"], 1);
     let row = app.generation_row(&id).await;
     assert_eq!(
         (row.status, row.finish_reason.as_deref()),
         (502, Some("error"))
     );
+    assert_eq!((row.prompt_tokens, row.completion_tokens), (25, 1));
 }
