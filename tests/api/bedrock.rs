@@ -75,7 +75,6 @@ fn event_stream(fixture_name: &str) -> Script {
             "application/vnd.amazon.eventstream".to_owned(),
         )],
         pieces,
-        break_after: false,
     }
 }
 

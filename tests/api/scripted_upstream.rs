@@ -19,8 +19,6 @@ pub struct Script {
     pub headers: Vec<(&'static str, String)>,
     /// Sent in order, each after its pause; a stream is several pieces.
     pub pieces: Vec<(Duration, Bytes)>,
-    /// Break the connection after the last piece instead of ending the body cleanly.
-    pub break_after: bool,
 }
 
 impl Script {
@@ -30,7 +28,6 @@ impl Script {
             status,
             headers: vec![("content-type", content_type.to_owned())],
             pieces: vec![(Duration::ZERO, body.into())],
-            break_after: false,
         }
     }
 
@@ -50,7 +47,6 @@ impl Script {
             status: 200,
             headers: vec![("content-type", "text/event-stream".to_owned())],
             pieces,
-            break_after: false,
         }
     }
 
@@ -150,10 +146,6 @@ async fn answer(State(shared): State<Arc<Shared>>, request: Request) -> Response
             if sender.send(Ok(piece)).await.is_err() {
                 return;
             }
-        }
-        if script.break_after {
-            let broken = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "scripted break");
-            let _ = sender.send(Err(broken)).await;
         }
     });
     let pieces = futures_util::stream::unfold(receiver, |mut receiver| async move {

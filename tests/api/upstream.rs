@@ -214,6 +214,9 @@ fn stream_frames(
         match ending {
             Ending::Break => {
                 alarm.armed = false;
+                // hyper abandons frames it has not written yet when the body fails, so the deltas
+                // are given time to go out first: the stream dies mid-way, not before it began.
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 tx.send(Err(std::io::Error::other("upstream died")))
                     .await
                     .ok();
