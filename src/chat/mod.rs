@@ -14,7 +14,7 @@ use crate::accounts::AuthedKey;
 use crate::error::ApiError;
 use crate::openai::ChatRequest;
 use crate::providers::{Registry, UpstreamError};
-use crate::routing::{Catalog, EndpointHealth, RoutePlan, plan};
+use crate::routing::{Catalog, HealthTracker, Measurement, PlannedAttempt, RoutePlan, plan};
 use crate::usage::record::{AppInfo, Outcome, Recorder};
 use crate::usage::writer::GenerationSink;
 
@@ -25,7 +25,7 @@ pub use stream::{ChatStream, error_chunk};
 pub struct Chat {
     catalog: Arc<Catalog>,
     registry: Arc<Registry>,
-    health: Arc<dyn EndpointHealth>,
+    health: Arc<HealthTracker>,
     generations: GenerationSink,
 }
 
@@ -41,7 +41,7 @@ impl Chat {
     pub fn new(
         catalog: Arc<Catalog>,
         registry: Arc<Registry>,
-        health: Arc<dyn EndpointHealth>,
+        health: Arc<HealthTracker>,
         generations: GenerationSink,
     ) -> Self {
         Self {
@@ -84,9 +84,20 @@ impl Chat {
             let started = Instant::now();
             let result = attempt::complete(&self.registry, planned, request).await;
             recorder.attempted(attempt::record(planned, started, result.as_ref().err()));
+            self.judge(planned, result.as_ref().err());
             match result {
                 Ok((mut response, served)) => {
                     let usage = response.usage.take().unwrap_or_default();
+                    // A whole answer at once: its first token came with its last.
+                    let latency = started.elapsed();
+                    self.health.measured(
+                        planned,
+                        Measurement {
+                            ttft: latency,
+                            latency,
+                            output_tokens: usage.completion_tokens,
+                        },
+                    );
                     let cost = served.pricing.cost(&usage);
                     let usage = usage.with_cost(cost);
                     response.id = recorder.id().to_string();
@@ -125,8 +136,12 @@ impl Chat {
             let started = Instant::now();
             let result = attempt::open_stream(&self.registry, planned, &request).await;
             recorder.attempted(attempt::record(planned, started, result.as_ref().err()));
+            self.judge(planned, result.as_ref().err());
             match result {
-                Ok(opened) => return Ok(ChatStream::new(opened, recorder)),
+                Ok(opened) => {
+                    let watch = stream::Watch::new(self.health.clone(), planned.clone(), started);
+                    return Ok(ChatStream::new(opened, recorder, watch));
+                }
                 Err(error) if error.is_retryable() => last_error = Some(error),
                 Err(error) => {
                     let error = attempts_failed(error, &recorder);
@@ -138,6 +153,14 @@ impl Chat {
             attempts_failed(error, &recorder)
         });
         Err(fail(recorder, error))
+    }
+
+    /// Tells the health tracker how an attempt went (for a stream, up to its first chunk).
+    fn judge(&self, planned: &PlannedAttempt, error: Option<&UpstreamError>) {
+        match error {
+            Some(error) => self.health.failed(planned, error),
+            None => self.health.succeeded(planned),
+        }
     }
 
     fn recorder(&self, caller: Caller, request: &ChatRequest) -> Recorder {

@@ -3,12 +3,54 @@
 //! cost, or an error chunk followed by it. The generation is settled when the stream ends, or by
 //! the recorder's guard when the client goes away first.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
 use super::attempt::Opened;
 use crate::error::ApiError;
 use crate::openai::{ChatChunk, ChunkChoice, ChunkError, Delta};
 use crate::providers::upstream::UpstreamResponse;
 use crate::providers::{StreamDecoder, UpstreamError, UpstreamErrorKind};
+use crate::routing::{HealthTracker, Measurement, PlannedAttempt};
 use crate::usage::record::{Outcome, Recorder};
+
+/// What the health tracker learns from a stream once it is open: how it ended, and how long
+/// its first token and the whole answer took.
+pub(super) struct Watch {
+    health: Arc<HealthTracker>,
+    planned: PlannedAttempt,
+    started: Instant,
+    ttft: Duration,
+}
+
+impl Watch {
+    /// Called as the first chunk arrives, which fixes the time to first token.
+    pub fn new(health: Arc<HealthTracker>, planned: PlannedAttempt, started: Instant) -> Self {
+        Self {
+            health,
+            planned,
+            ttft: started.elapsed(),
+            started,
+        }
+    }
+
+    fn completed(&self, output_tokens: u64) {
+        self.health.measured(
+            &self.planned,
+            Measurement {
+                ttft: self.ttft,
+                latency: self.started.elapsed(),
+                output_tokens,
+            },
+        );
+    }
+
+    fn failed(&self, error: &UpstreamError) {
+        self.health.failed(&self.planned, error);
+    }
+}
 
 enum State {
     Streaming,
@@ -28,10 +70,11 @@ pub struct ChatStream {
     created: i64,
     finish_reason: Option<String>,
     state: State,
+    watch: Watch,
 }
 
 impl ChatStream {
-    pub(super) fn new(opened: Opened, recorder: Recorder) -> Self {
+    pub(super) fn new(opened: Opened, recorder: Recorder, watch: Watch) -> Self {
         let Opened {
             response,
             decoder,
@@ -57,6 +100,7 @@ impl ChatStream {
             created,
             finish_reason: None,
             state: State::Streaming,
+            watch,
         }
     }
 
@@ -97,7 +141,10 @@ impl ChatStream {
                 }
                 Ok(None) if self.decoder.finished() => return Some(self.finish(None)),
                 Ok(None) => {}
-                Err(error) => return Some(self.finish(Some(ApiError::from(error)))),
+                Err(error) => {
+                    self.watch.failed(&error);
+                    return Some(self.finish(Some(ApiError::from(error))));
+                }
             }
         }
     }
@@ -140,6 +187,7 @@ impl ChatStream {
         usage_chunk.usage = Some(usage.clone());
         match error {
             None => {
+                self.watch.completed(usage.completion_tokens);
                 recorder.settle(Outcome::completed(&usage, self.finish_reason.as_deref()));
                 self.state = State::Done;
                 usage_chunk

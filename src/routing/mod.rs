@@ -13,4 +13,4 @@ pub use health::{
     BreakerState, EndpointReport, HealthTracker, Measurement, Percentiles, Recent, Uptime,
 };
 pub use plan::{PlanError, PlannedAttempt, RoutePlan, plan};
-pub use status::{AssumeHealthy, EndpointHealth, EndpointStatus};
+pub use status::{EndpointHealth, EndpointStatus};
