@@ -9,6 +9,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::accounts::Keys;
+use crate::api::endpoints::ModelEndpoints;
 use crate::api::json::BodyLimit;
 use crate::api::models::ModelList;
 use crate::api::routes;
@@ -59,6 +60,10 @@ impl App {
                 let registry = Arc::new(Registry::build(&config.providers)?);
                 Ok(AppState {
                     models: models.clone(),
+                    endpoints: ModelEndpoints {
+                        catalog: catalog.clone(),
+                        health: health.clone(),
+                    },
                     chat: Chat::new(
                         catalog.clone(),
                         registry,

@@ -1,6 +1,6 @@
 //! Endpoint health through the gateway: two mock upstreams serve one model, and the one that
 //! fails is failed over, then taken out of rotation by its circuit breaker until its cool-down
-//! (or its `Retry-After`) has passed.
+//! (or its `Retry-After`) has passed; the endpoints API shows what the tracker saw.
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,7 @@ on_both_backends!(
     a_failing_endpoint_is_failed_over_then_left_out_once_its_breaker_opens,
     a_rate_limit_with_retry_after_keeps_the_endpoint_out_until_then,
     with_every_endpoint_open_the_gateway_answers_503_then_recovers_after_the_cool_down,
+    the_endpoints_api_shows_status_uptime_and_latency_after_traffic,
 );
 
 const MODEL: &str = "test/pair";
@@ -165,4 +166,43 @@ async fn with_every_endpoint_open_the_gateway_answers_503_then_recovers_after_th
         "a",
         "closed again"
     );
+}
+
+async fn the_endpoints_api_shows_status_uptime_and_latency_after_traffic(backend: Backend) {
+    let Setup { app, .. } = setup(
+        backend,
+        failing(500, None),
+        Behaviour::Reply { text: "from b" },
+        "",
+    )
+    .await;
+    assert_eq!(served_by(&app, json!({"order": ["a", "b"]})).await, "b");
+    for _ in 0..2 {
+        app.post_chat(&chat(json!({"only": ["a"]}))).await;
+    }
+    for prefix in ["/v1", "/api/v1"] {
+        let response = app.get(&format!("{prefix}/models/{MODEL}/endpoints")).await;
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        let data = &body["data"];
+        assert_eq!(data["id"], MODEL);
+        let [a, b] = data["endpoints"].as_array().unwrap().as_slice() else {
+            panic!("{body}");
+        };
+        assert_eq!(a["provider_name"], "a");
+        assert_eq!(a["status"], -3, "open: {a}");
+        assert_eq!(a["uptime_last_5m"], 0.0);
+        assert!(a["latency_last_30m"].is_null());
+        assert_eq!(b["status"], 0, "{b}");
+        assert_eq!(b["uptime_last_30m"], 100.0);
+        assert_eq!(b["pricing"]["prompt"], "0.000001");
+        assert_eq!(b["context_length"], 8192);
+        assert!(b["latency_last_30m"]["p50"].as_f64().unwrap() > 0.0, "{b}");
+        assert!(b["throughput_last_30m"]["p90"].is_number(), "{b}");
+        assert!(b["uptime_last_1d"].is_number());
+    }
+    let missing = app.get("/v1/models/nobody/nothing/endpoints").await;
+    assert_eq!(missing.status(), 404);
+    let body: Value = missing.json().await.unwrap();
+    assert_eq!(body["error"]["code"], 404);
 }
