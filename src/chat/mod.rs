@@ -14,7 +14,7 @@ use crate::accounts::AuthedKey;
 use crate::error::ApiError;
 use crate::openai::ChatRequest;
 use crate::providers::{Registry, UpstreamError};
-use crate::routing::{Catalog, HealthTracker, Measurement, PlannedAttempt, RoutePlan, plan};
+use crate::routing::{Catalog, HealthTracker, Measurement, RoutePlan, plan};
 use crate::usage::record::{AppInfo, Outcome, Recorder};
 use crate::usage::writer::GenerationSink;
 
@@ -84,12 +84,15 @@ impl Chat {
             let started = Instant::now();
             let result = attempt::complete(&self.registry, planned, request).await;
             recorder.attempted(attempt::record(planned, started, result.as_ref().err()));
-            self.judge(planned, result.as_ref().err());
+            if let Err(error) = &result {
+                self.health.failed(planned, error);
+            }
             match result {
                 Ok((mut response, served)) => {
                     let usage = response.usage.take().unwrap_or_default();
                     // A whole answer at once: its first token came with its last.
                     let latency = started.elapsed();
+                    self.health.succeeded(planned);
                     self.health.measured(
                         planned,
                         Measurement {
@@ -136,7 +139,10 @@ impl Chat {
             let started = Instant::now();
             let result = attempt::open_stream(&self.registry, planned, &request).await;
             recorder.attempted(attempt::record(planned, started, result.as_ref().err()));
-            self.judge(planned, result.as_ref().err());
+            // An opened stream's outcome is known only at its end; its watch reports it then.
+            if let Err(error) = &result {
+                self.health.failed(planned, error);
+            }
             match result {
                 Ok(opened) => {
                     let watch = stream::Watch::new(self.health.clone(), planned.clone(), started);
@@ -153,14 +159,6 @@ impl Chat {
             attempts_failed(error, &recorder)
         });
         Err(fail(recorder, error))
-    }
-
-    /// Tells the health tracker how an attempt went (for a stream, up to its first chunk).
-    fn judge(&self, planned: &PlannedAttempt, error: Option<&UpstreamError>) {
-        match error {
-            Some(error) => self.health.failed(planned, error),
-            None => self.health.succeeded(planned),
-        }
     }
 
     fn recorder(&self, caller: Caller, request: &ChatRequest) -> Recorder {

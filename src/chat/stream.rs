@@ -16,13 +16,15 @@ use crate::providers::{StreamDecoder, UpstreamError, UpstreamErrorKind};
 use crate::routing::{HealthTracker, Measurement, PlannedAttempt};
 use crate::usage::record::{Outcome, Recorder};
 
-/// What the health tracker learns from a stream once it is open: how it ended, and how long
-/// its first token and the whole answer took.
+/// Reports an opened stream's outcome to the health tracker, exactly once: how it ended, with
+/// its time to first token and total latency. Reporting at the end rather than at the first
+/// chunk is what lets a stream that always breaks midway add up to an open breaker.
 pub(super) struct Watch {
     health: Arc<HealthTracker>,
     planned: PlannedAttempt,
     started: Instant,
     ttft: Duration,
+    reported: bool,
 }
 
 impl Watch {
@@ -33,10 +35,13 @@ impl Watch {
             planned,
             ttft: started.elapsed(),
             started,
+            reported: false,
         }
     }
 
-    fn completed(&self, output_tokens: u64) {
+    fn completed(&mut self, output_tokens: u64) {
+        self.reported = true;
+        self.health.succeeded(&self.planned);
         self.health.measured(
             &self.planned,
             Measurement {
@@ -47,8 +52,19 @@ impl Watch {
         );
     }
 
-    fn failed(&self, error: &UpstreamError) {
+    fn failed(&mut self, error: &UpstreamError) {
+        self.reported = true;
         self.health.failed(&self.planned, error);
+    }
+}
+
+impl Drop for Watch {
+    /// The client left first: the endpoint was answering, but a partial answer's timings would
+    /// skew the statistics, so only the success is reported.
+    fn drop(&mut self) {
+        if !self.reported {
+            self.health.succeeded(&self.planned);
+        }
     }
 }
 

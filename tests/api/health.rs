@@ -16,6 +16,8 @@ on_both_backends!(
     a_rate_limit_with_retry_after_keeps_the_endpoint_out_until_then,
     with_every_endpoint_open_the_gateway_answers_503_then_recovers_after_the_cool_down,
     the_endpoints_api_shows_status_uptime_and_latency_after_traffic,
+    the_callers_mistakes_never_take_an_endpoint_out,
+    a_stream_that_breaks_after_its_first_chunk_counts_against_its_endpoint,
 );
 
 const MODEL: &str = "test/pair";
@@ -205,4 +207,44 @@ async fn the_endpoints_api_shows_status_uptime_and_latency_after_traffic(backend
     assert_eq!(missing.status(), 404);
     let body: Value = missing.json().await.unwrap();
     assert_eq!(body["error"]["code"], 404);
+}
+
+async fn the_callers_mistakes_never_take_an_endpoint_out(backend: Backend) {
+    let Setup { app, a, .. } = setup(
+        backend,
+        failing(400, None),
+        Behaviour::Reply { text: "from b" },
+        "",
+    )
+    .await;
+    for _ in 0..5 {
+        let response = app.post_chat(&chat(json!({"only": ["a"]}))).await;
+        assert_eq!(response.status(), 400, "never 503");
+    }
+    assert_eq!(a.received().len(), 5);
+}
+
+async fn a_stream_that_breaks_after_its_first_chunk_counts_against_its_endpoint(backend: Backend) {
+    let Setup { app, a, .. } = setup(
+        backend,
+        Behaviour::DieMidStream {
+            deltas: vec!["partial"],
+        },
+        Behaviour::Reply { text: "from b" },
+        "",
+    )
+    .await;
+    let streamed = |provider| {
+        let mut request = chat(provider);
+        request["stream"] = json!(true);
+        request
+    };
+    for _ in 0..3 {
+        let response = app.post_chat(&streamed(json!({"only": ["a"]}))).await;
+        assert_eq!(response.status(), 200, "the first chunk had gone out");
+        response.text().await.unwrap();
+    }
+    let response = app.post_chat(&streamed(json!({"only": ["a"]}))).await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(a.received().len(), 3);
 }
