@@ -92,8 +92,7 @@ impl Chat {
                     let usage = response.usage.take().unwrap_or_default();
                     // A whole answer at once: its first token came with its last.
                     let latency = started.elapsed();
-                    self.health.succeeded(planned);
-                    self.health.measured(
+                    self.health.answered(
                         planned,
                         Measurement {
                             ttft: latency,

@@ -41,8 +41,7 @@ impl Watch {
 
     fn completed(&mut self, output_tokens: u64) {
         self.reported = true;
-        self.health.succeeded(&self.planned);
-        self.health.measured(
+        self.health.answered(
             &self.planned,
             Measurement {
                 ttft: self.ttft,
@@ -59,8 +58,7 @@ impl Watch {
 }
 
 impl Drop for Watch {
-    /// The client left first: the endpoint was answering, but a partial answer's timings would
-    /// skew the statistics, so only the success is reported.
+    /// The client left first: the endpoint was answering.
     fn drop(&mut self) {
         if !self.reported {
             self.health.succeeded(&self.planned);

@@ -103,7 +103,18 @@ impl HealthTracker {
         (now, now.saturating_duration_since(self.origin))
     }
 
-    /// The endpoint answered (for a stream: its first chunk arrived).
+    /// The endpoint answered in full, taking this long.
+    pub fn answered(&self, attempt: &PlannedAttempt, measurement: Measurement) {
+        let (_, since) = self.now();
+        if let Some(mut tracked) = self.tracked(&attempt.model, attempt.endpoint_index()) {
+            tracked.breaker.succeeded();
+            tracked.stats.attempted(since, false);
+            tracked.stats.measured(since, measurement);
+        }
+    }
+
+    /// The endpoint was answering when the caller went away: a success, but a partial answer's
+    /// timings would skew the statistics.
     pub fn succeeded(&self, attempt: &PlannedAttempt) {
         let (_, since) = self.now();
         if let Some(mut tracked) = self.tracked(&attempt.model, attempt.endpoint_index()) {
@@ -124,14 +135,6 @@ impl HealthTracker {
             tracked
                 .breaker
                 .failed(now, error.retry_after, failing_often, &self.settings);
-        }
-    }
-
-    /// A whole answer's timings, for latency and throughput.
-    pub fn measured(&self, attempt: &PlannedAttempt, measurement: Measurement) {
-        let (_, since) = self.now();
-        if let Some(mut tracked) = self.tracked(&attempt.model, attempt.endpoint_index()) {
-            tracked.stats.measured(since, measurement);
         }
     }
 
@@ -255,8 +258,7 @@ mod tests {
     fn measurements_feed_the_status_and_the_report() {
         let (tracker, _, model) = tracker();
         let second = PlannedAttempt::new(model.clone(), 1);
-        tracker.succeeded(&second);
-        tracker.measured(
+        tracker.answered(
             &second,
             Measurement {
                 ttft: Duration::from_millis(200),
