@@ -94,11 +94,11 @@ impl Chat {
                     let latency = started.elapsed();
                     self.health.answered(
                         planned,
-                        Measurement {
+                        Some(Measurement {
                             ttft: latency,
                             latency,
                             output_tokens: usage.completion_tokens,
-                        },
+                        }),
                     );
                     let cost = served.pricing.cost(&usage);
                     let usage = usage.with_cost(cost);

@@ -43,11 +43,11 @@ impl Watch {
         self.reported = true;
         self.health.answered(
             &self.planned,
-            Measurement {
+            Some(Measurement {
                 ttft: self.ttft,
                 latency: self.started.elapsed(),
                 output_tokens,
-            },
+            }),
         );
     }
 
@@ -61,7 +61,7 @@ impl Drop for Watch {
     /// The client left first: the endpoint was answering.
     fn drop(&mut self) {
         if !self.reported {
-            self.health.succeeded(&self.planned);
+            self.health.answered(&self.planned, None);
         }
     }
 }

@@ -103,23 +103,16 @@ impl HealthTracker {
         (now, now.saturating_duration_since(self.origin))
     }
 
-    /// The endpoint answered in full, taking this long.
-    pub fn answered(&self, attempt: &PlannedAttempt, measurement: Measurement) {
+    /// The endpoint answered. `measurement` is `None` when the caller went away before the
+    /// end: still a success, but a partial answer's timings would skew the statistics.
+    pub fn answered(&self, attempt: &PlannedAttempt, measurement: Option<Measurement>) {
         let (_, since) = self.now();
         if let Some(mut tracked) = self.tracked(&attempt.model, attempt.endpoint_index()) {
             tracked.breaker.succeeded();
             tracked.stats.attempted(since, false);
-            tracked.stats.measured(since, measurement);
-        }
-    }
-
-    /// The endpoint was answering when the caller went away: a success, but a partial answer's
-    /// timings would skew the statistics.
-    pub fn succeeded(&self, attempt: &PlannedAttempt) {
-        let (_, since) = self.now();
-        if let Some(mut tracked) = self.tracked(&attempt.model, attempt.endpoint_index()) {
-            tracked.breaker.succeeded();
-            tracked.stats.attempted(since, false);
+            if let Some(measurement) = measurement {
+                tracked.stats.measured(since, measurement);
+            }
         }
     }
 
@@ -231,7 +224,7 @@ mod tests {
         clock.advance(Duration::from_secs(5));
         assert!(tracker.status(&model, &model.endpoints[0]).healthy, "probe");
         assert!(!tracker.status(&model, &model.endpoints[0]).healthy);
-        tracker.succeeded(&first);
+        tracker.answered(&first, None);
         assert!(tracker.status(&model, &model.endpoints[0]).healthy);
     }
 
@@ -260,11 +253,11 @@ mod tests {
         let second = PlannedAttempt::new(model.clone(), 1);
         tracker.answered(
             &second,
-            Measurement {
+            Some(Measurement {
                 ttft: Duration::from_millis(200),
                 latency: Duration::from_millis(1200),
                 output_tokens: 100,
-            },
+            }),
         );
         let status = tracker.status(&model, &model.endpoints[1]);
         assert_eq!(status.latency, Some(Duration::from_millis(200)));
