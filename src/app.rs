@@ -9,6 +9,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::accounts::Keys;
+use crate::api::endpoints::ModelEndpoints;
 use crate::api::json::BodyLimit;
 use crate::api::models::ModelList;
 use crate::api::routes;
@@ -16,7 +17,7 @@ use crate::api::sse::SseSettings;
 use crate::chat::Chat;
 use crate::config::LoadedConfig;
 use crate::providers::Registry;
-use crate::routing::{AssumeHealthy, Catalog};
+use crate::routing::{Catalog, HealthTracker};
 use crate::state::AppState;
 use crate::store::Store;
 use crate::usage::writer::{WriterHandle, spawn_writer};
@@ -50,17 +51,23 @@ impl App {
         let max_body = config.server.max_body.0;
         let models = ModelList::render(&catalog);
         let keys = Arc::new(Keys::new(store.clone()));
+        // One tracker for every serving thread: an endpoint that fails on one thread is avoided
+        // on all of them.
+        let health = Arc::new(HealthTracker::new(&catalog, &config.health));
         let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let states = (0..threads)
             .map(|_| {
                 let registry = Arc::new(Registry::build(&config.providers)?);
                 Ok(AppState {
                     models: models.clone(),
-                    // No health tracking yet: every endpoint counts as up and unmeasured.
+                    endpoints: ModelEndpoints {
+                        catalog: catalog.clone(),
+                        health: health.clone(),
+                    },
                     chat: Chat::new(
                         catalog.clone(),
                         registry,
-                        Arc::new(AssumeHealthy),
+                        health.clone(),
                         generations.clone(),
                     ),
                     keys: keys.clone(),

@@ -62,7 +62,8 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
     }
 
-    /// Sent as `Retry-After` (whole seconds, at least one).
+    /// Sent as `Retry-After`: whole seconds rounded up (a client told 4 when 4.7 remain would
+    /// come back too early and be refused again), at least one.
     pub fn with_retry_after(mut self, retry_after: Duration) -> Self {
         self.retry_after = Some(retry_after);
         self
@@ -133,7 +134,7 @@ impl IntoResponse for ApiError {
         if let Some(retry_after) = self.retry_after {
             headers.insert(
                 header::RETRY_AFTER,
-                HeaderValue::from(retry_after.as_secs().max(1)),
+                HeaderValue::from(retry_after.as_secs_f64().ceil().max(1.0) as u64),
             );
         }
         response

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 
 use crate::accounts::Keys;
+use crate::api::endpoints::ModelEndpoints;
 use crate::api::json::BodyLimit;
 use crate::api::models::ModelList;
 use crate::api::sse::SseSettings;
@@ -20,6 +21,7 @@ pub struct AppState {
     pub store: Store,
     pub generations: GenerationSink,
     pub models: ModelList,
+    pub endpoints: ModelEndpoints,
     pub sse: SseSettings,
     pub body_limit: BodyLimit,
 }

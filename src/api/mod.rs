@@ -3,6 +3,7 @@
 
 pub mod auth;
 mod chat_completions;
+pub mod endpoints;
 mod generation;
 mod health;
 pub mod json;
@@ -27,6 +28,10 @@ pub fn routes(state: AppState, max_body: usize) -> Router {
                 post(chat_completions::create),
             )
             .route(&format!("{prefix}/models"), get(models::list))
+            .route(
+                &format!("{prefix}/models/{{author}}/{{slug}}/endpoints"),
+                get(endpoints::list),
+            )
             .route(&format!("{prefix}/generation"), get(generation::show));
     }
     router

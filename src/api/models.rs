@@ -7,14 +7,15 @@ use bytes::Bytes;
 use http::header;
 use serde_json::{Value, json};
 
-use crate::routing::{Catalog, Model};
+use crate::routing::{Catalog, Endpoint, Model};
+use crate::usage::Pricing;
 
 /// The rendered model list.
 #[derive(Debug, Clone)]
 pub struct ModelList(pub Bytes);
 
 /// Unix time the catalog's models report as `created`; the catalog has no dates of its own.
-const CATALOG_CREATED: i64 = 1_735_689_600;
+pub(super) const CATALOG_CREATED: i64 = 1_735_689_600;
 
 impl ModelList {
     pub fn render(catalog: &Catalog) -> ModelList {
@@ -29,16 +30,6 @@ fn describe(model: &Model) -> Value {
     let Some(top) = model.endpoints.first() else {
         return Value::Null;
     };
-    // Sampling parameters come from the endpoints: their explicit lists, or for endpoints that
-    // name none the few nearly every API takes.
-    let mut supported: Vec<&str> = vec!["max_tokens", "stream"];
-    for endpoint in &model.endpoints {
-        for name in endpoint.capabilities.names() {
-            if !supported.contains(&name) {
-                supported.push(name);
-            }
-        }
-    }
     let input_modalities: &[&str] = if top.capabilities.vision {
         &["text", "image"]
     } else {
@@ -56,21 +47,40 @@ fn describe(model: &Model) -> Value {
             "input_modalities": input_modalities,
             "output_modalities": ["text"],
         },
-        "pricing": {
-            "prompt": top.pricing.prompt.usd_per_token(),
-            "completion": top.pricing.completion.usd_per_token(),
-            "input_cache_read": top.pricing.cache_read.usd_per_token(),
-            "input_cache_write": top.pricing.cache_write.usd_per_token(),
-            "request": "0",
-            "image": "0",
-        },
+        "pricing": pricing(&top.pricing),
         "top_provider": {
             "context_length": model.context_length,
             "max_completion_tokens": top.max_output,
             "is_moderated": false,
         },
-        "supported_parameters": supported,
+        "supported_parameters": supported_parameters(&model.endpoints),
     })
+}
+
+/// OpenRouter's `pricing` object: USD per token, as decimal strings.
+pub(super) fn pricing(pricing: &Pricing) -> Value {
+    json!({
+        "prompt": pricing.prompt.usd_per_token(),
+        "completion": pricing.completion.usd_per_token(),
+        "input_cache_read": pricing.cache_read.usd_per_token(),
+        "input_cache_write": pricing.cache_write.usd_per_token(),
+        "request": "0",
+        "image": "0",
+    })
+}
+
+/// The parameters any of `endpoints` takes: their explicit lists, or for endpoints that name
+/// none the few nearly every API takes.
+pub(super) fn supported_parameters(endpoints: &[Endpoint]) -> Vec<&str> {
+    let mut supported: Vec<&str> = vec!["max_tokens", "stream"];
+    for endpoint in endpoints {
+        for name in endpoint.capabilities.names() {
+            if !supported.contains(&name) {
+                supported.push(name);
+            }
+        }
+    }
+    supported
 }
 
 pub async fn list(State(models): State<ModelList>) -> impl IntoResponse {

@@ -14,7 +14,7 @@ use crate::accounts::AuthedKey;
 use crate::error::ApiError;
 use crate::openai::ChatRequest;
 use crate::providers::{Registry, UpstreamError};
-use crate::routing::{Catalog, EndpointHealth, RoutePlan, plan};
+use crate::routing::{Catalog, HealthTracker, Measurement, RoutePlan, plan};
 use crate::usage::record::{AppInfo, Outcome, Recorder};
 use crate::usage::writer::GenerationSink;
 
@@ -25,7 +25,7 @@ pub use stream::{ChatStream, error_chunk};
 pub struct Chat {
     catalog: Arc<Catalog>,
     registry: Arc<Registry>,
-    health: Arc<dyn EndpointHealth>,
+    health: Arc<HealthTracker>,
     generations: GenerationSink,
 }
 
@@ -41,7 +41,7 @@ impl Chat {
     pub fn new(
         catalog: Arc<Catalog>,
         registry: Arc<Registry>,
-        health: Arc<dyn EndpointHealth>,
+        health: Arc<HealthTracker>,
         generations: GenerationSink,
     ) -> Self {
         Self {
@@ -84,9 +84,22 @@ impl Chat {
             let started = Instant::now();
             let result = attempt::complete(&self.registry, planned, request).await;
             recorder.attempted(attempt::record(planned, started, result.as_ref().err()));
+            if let Err(error) = &result {
+                self.health.failed(planned, error);
+            }
             match result {
                 Ok((mut response, served)) => {
                     let usage = response.usage.take().unwrap_or_default();
+                    // A whole answer at once: its first token came with its last.
+                    let latency = started.elapsed();
+                    self.health.answered(
+                        planned,
+                        Some(Measurement {
+                            ttft: latency,
+                            latency,
+                            output_tokens: usage.completion_tokens,
+                        }),
+                    );
                     let cost = served.pricing.cost(&usage);
                     let usage = usage.with_cost(cost);
                     response.id = recorder.id().to_string();
@@ -125,8 +138,15 @@ impl Chat {
             let started = Instant::now();
             let result = attempt::open_stream(&self.registry, planned, &request).await;
             recorder.attempted(attempt::record(planned, started, result.as_ref().err()));
+            // An opened stream's outcome is known only at its end; its watch reports it then.
+            if let Err(error) = &result {
+                self.health.failed(planned, error);
+            }
             match result {
-                Ok(opened) => return Ok(ChatStream::new(opened, recorder)),
+                Ok(opened) => {
+                    let watch = stream::Watch::new(self.health.clone(), planned.clone(), started);
+                    return Ok(ChatStream::new(opened, recorder, watch));
+                }
                 Err(error) if error.is_retryable() => last_error = Some(error),
                 Err(error) => {
                     let error = attempts_failed(error, &recorder);

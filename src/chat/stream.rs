@@ -3,12 +3,68 @@
 //! cost, or an error chunk followed by it. The generation is settled when the stream ends, or by
 //! the recorder's guard when the client goes away first.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
 use super::attempt::Opened;
 use crate::error::ApiError;
 use crate::openai::{ChatChunk, ChunkChoice, ChunkError, Delta};
 use crate::providers::upstream::UpstreamResponse;
 use crate::providers::{StreamDecoder, UpstreamError, UpstreamErrorKind};
+use crate::routing::{HealthTracker, Measurement, PlannedAttempt};
 use crate::usage::record::{Outcome, Recorder};
+
+/// Reports an opened stream's outcome to the health tracker, exactly once: how it ended, with
+/// its time to first token and total latency. Reporting at the end rather than at the first
+/// chunk is what lets a stream that always breaks midway add up to an open breaker.
+pub(super) struct Watch {
+    health: Arc<HealthTracker>,
+    planned: PlannedAttempt,
+    started: Instant,
+    ttft: Duration,
+    reported: bool,
+}
+
+impl Watch {
+    /// Called as the first chunk arrives, which fixes the time to first token.
+    pub fn new(health: Arc<HealthTracker>, planned: PlannedAttempt, started: Instant) -> Self {
+        Self {
+            health,
+            planned,
+            ttft: started.elapsed(),
+            started,
+            reported: false,
+        }
+    }
+
+    fn completed(&mut self, output_tokens: u64) {
+        self.reported = true;
+        self.health.answered(
+            &self.planned,
+            Some(Measurement {
+                ttft: self.ttft,
+                latency: self.started.elapsed(),
+                output_tokens,
+            }),
+        );
+    }
+
+    fn failed(&mut self, error: &UpstreamError) {
+        self.reported = true;
+        self.health.failed(&self.planned, error);
+    }
+}
+
+impl Drop for Watch {
+    /// The client left first: the endpoint was answering.
+    fn drop(&mut self) {
+        if !self.reported {
+            self.health.answered(&self.planned, None);
+        }
+    }
+}
 
 enum State {
     Streaming,
@@ -28,10 +84,11 @@ pub struct ChatStream {
     created: i64,
     finish_reason: Option<String>,
     state: State,
+    watch: Watch,
 }
 
 impl ChatStream {
-    pub(super) fn new(opened: Opened, recorder: Recorder) -> Self {
+    pub(super) fn new(opened: Opened, recorder: Recorder, watch: Watch) -> Self {
         let Opened {
             response,
             decoder,
@@ -57,6 +114,7 @@ impl ChatStream {
             created,
             finish_reason: None,
             state: State::Streaming,
+            watch,
         }
     }
 
@@ -98,7 +156,10 @@ impl ChatStream {
                 }
                 Ok(None) if self.decoder.finished() => return Some(self.finish(None)),
                 Ok(None) => {}
-                Err(error) => return Some(self.finish(Some(ApiError::from(error)))),
+                Err(error) => {
+                    self.watch.failed(&error);
+                    return Some(self.finish(Some(ApiError::from(error))));
+                }
             }
         }
     }
@@ -141,6 +202,7 @@ impl ChatStream {
         usage_chunk.usage = Some(usage.clone());
         match error {
             None => {
+                self.watch.completed(usage.completion_tokens);
                 recorder.settle(Outcome::completed(&usage, self.finish_reason.as_deref()));
                 self.state = State::Done;
                 usage_chunk

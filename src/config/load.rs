@@ -11,7 +11,7 @@ use super::bundled::{self, CatalogFile};
 use super::document::Document;
 use super::env::{Substituted, substitute};
 use super::validate::{self, Problem};
-use super::{Config, DatabaseConfig, LoadedConfig, ModelConfig, ServerConfig};
+use super::{Config, DatabaseConfig, HealthConfig, LoadedConfig, ModelConfig, ServerConfig};
 
 #[derive(Debug, Clone)]
 pub enum ConfigSource {
@@ -122,6 +122,7 @@ pub(super) fn embedded_default(
     let mut config = Config {
         server: ServerConfig::default(),
         database: DatabaseConfig::default(),
+        health: HealthConfig::default(),
         redis: None,
         providers: bundled::default_providers(env),
         models: Vec::new(),

@@ -29,6 +29,8 @@ pub struct Config {
     pub server: ServerConfig,
     #[serde(default)]
     pub database: DatabaseConfig,
+    #[serde(default)]
+    pub health: HealthConfig,
     /// Optional; shared limits and cache across replicas (used by later issues).
     pub redis: Option<RedisConfig>,
     #[serde(default)]
@@ -142,6 +144,46 @@ impl Default for DatabaseConfig {
             url: Self::default_url(),
             batch_size: Self::default_batch_size(),
             flush_interval: Self::default_flush_interval(),
+        }
+    }
+}
+
+/// The per-endpoint circuit breaker: when an endpoint is taken out of rotation and for how long.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Consecutive counted failures (5xx, 429, timeouts, broken connections) that open the
+    /// breaker.
+    #[serde(default = "HealthConfig::default_failure_threshold")]
+    pub failure_threshold: u32,
+    /// How long an open breaker keeps the endpoint out before one probe request may test it; an
+    /// upstream `Retry-After` that asks for longer wins.
+    #[serde(default = "HealthConfig::default_cool_down")]
+    pub cool_down: HumanDuration,
+    /// Each trip without a success in between doubles the cool-down, up to this; it also caps
+    /// an upstream's `Retry-After`, so no single answer takes an endpoint out for long.
+    #[serde(default = "HealthConfig::default_max_cool_down")]
+    pub max_cool_down: HumanDuration,
+}
+
+impl HealthConfig {
+    fn default_failure_threshold() -> u32 {
+        3
+    }
+    fn default_cool_down() -> HumanDuration {
+        HumanDuration(Duration::from_secs(5))
+    }
+    fn default_max_cool_down() -> HumanDuration {
+        HumanDuration(Duration::from_secs(300))
+    }
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            failure_threshold: Self::default_failure_threshold(),
+            cool_down: Self::default_cool_down(),
+            max_cool_down: Self::default_max_cool_down(),
         }
     }
 }

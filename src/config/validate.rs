@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use super::document::KeyPath;
-use super::{Config, DatabaseConfig, ModelConfig, ProviderConfig, ProviderKind, ServerConfig};
+use super::{
+    Config, DatabaseConfig, HealthConfig, ModelConfig, ProviderConfig, ProviderKind, ServerConfig,
+};
 use crate::providers::presets::{self, Preset};
 use crate::usage::Price;
 
@@ -37,6 +39,7 @@ impl Problem {
 pub(super) fn settings(config: &mut Config, problems: &mut Vec<Problem>) {
     server(&mut config.server, problems);
     database(&config.database, problems);
+    health(&config.health, problems);
     if let Some(redis) = &config.redis {
         let path = KeyPath::root("redis").key("url");
         check_scheme(
@@ -94,6 +97,28 @@ fn database(database: &DatabaseConfig, problems: &mut Vec<Problem>) {
         problems.push(Problem::new(
             path.key("flush_interval"),
             "database.flush_interval: must be above zero",
+        ));
+    }
+}
+
+fn health(health: &HealthConfig, problems: &mut Vec<Problem>) {
+    let path = KeyPath::root("health");
+    if health.failure_threshold == 0 {
+        problems.push(Problem::new(
+            path.key("failure_threshold"),
+            "health.failure_threshold: must be at least 1",
+        ));
+    }
+    if health.cool_down.0.is_zero() {
+        problems.push(Problem::new(
+            path.key("cool_down"),
+            "health.cool_down: must be above zero",
+        ));
+    }
+    if health.max_cool_down.0 < health.cool_down.0 {
+        problems.push(Problem::new(
+            path.key("max_cool_down"),
+            "health.max_cool_down: must be at least health.cool_down",
         ));
     }
 }

@@ -22,8 +22,17 @@ pub struct PlannedAttempt {
 }
 
 impl PlannedAttempt {
+    pub(crate) fn new(model: Arc<Model>, endpoint: usize) -> Self {
+        Self { model, endpoint }
+    }
+
     pub fn endpoint(&self) -> &Endpoint {
         &self.model.endpoints[self.endpoint]
+    }
+
+    /// The endpoint's place in its model's list: with the model id, how health tracks it.
+    pub(crate) fn endpoint_index(&self) -> usize {
+        self.endpoint
     }
 }
 
@@ -126,10 +135,7 @@ pub fn plan<R: Rng + ?Sized>(
                 };
                 continue;
             }
-            let attempt = PlannedAttempt {
-                model: model.clone(),
-                endpoint: index,
-            };
+            let attempt = PlannedAttempt::new(model.clone(), index);
             chosen.push(Candidate::new(attempt, status));
         }
         if !across_models {

@@ -38,16 +38,6 @@ pub trait EndpointHealth: Send + Sync {
     fn status(&self, model: &Model, endpoint: &Endpoint) -> EndpointStatus;
 }
 
-/// Every endpoint healthy and unmeasured: the gateway's view until health tracking exists.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AssumeHealthy;
-
-impl EndpointHealth for AssumeHealthy {
-    fn status(&self, _model: &Model, _endpoint: &Endpoint) -> EndpointStatus {
-        EndpointStatus::default()
-    }
-}
-
 /// Statuses by provider id, for tests; unlisted providers get the default.
 #[cfg(test)]
 #[derive(Debug, Default)]

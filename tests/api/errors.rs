@@ -153,8 +153,6 @@ async fn a_body_over_the_limit_is_a_413(backend: Backend) {
 }
 
 async fn upstream_errors_are_mapped_never_passed_raw(backend: Backend) {
-    let upstream = MockUpstream::start(Behaviour::Reply { text: "unused" }).await;
-    let app = spawn_app_with_tables(backend, upstream_tables(&upstream, "acme", "acme/chat")).await;
     let request = json!({"model": "acme/chat", "messages": [{"role": "user", "content": "hi"}]});
     let cases: [(u16, &str, u16); 5] = [
         (400, "Invalid value for 'temperature'", 400),
@@ -168,11 +166,16 @@ async fn upstream_errors_are_mapped_never_passed_raw(backend: Backend) {
         (429, "Rate limit reached for org-123", 429),
     ];
     for (upstream_status, message, expected) in cases {
-        upstream.set(Behaviour::Fail {
+        // A gateway per case: its health tracker honours the upstream's Retry-After by taking
+        // the endpoint out, and this test is about how each error is mapped.
+        let upstream = MockUpstream::start(Behaviour::Fail {
             status: upstream_status,
             message,
             retry_after: Some("7"),
-        });
+        })
+        .await;
+        let app =
+            spawn_app_with_tables(backend, upstream_tables(&upstream, "acme", "acme/chat")).await;
         let response = app.post_chat(&request).await;
         let retry_after = response.headers().get("retry-after").cloned();
         let error = expect_error(response, expected).await;

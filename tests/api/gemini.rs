@@ -383,10 +383,13 @@ async fn upstream_errors_before_the_stream_are_mapped_to_the_contracts_shape(bac
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], 429);
     assert!(body["error"]["type"].is_string());
+    // A fresh gateway after each Retry-After: the health tracker honours it by taking the
+    // endpoint out, and this test is about how each error is mapped.
     upstream.set(
         Script::json(429, fixture!("error_resource_exhausted.json"))
             .with_header("retry-after", "5"),
     );
+    let app = app_with(backend, &upstream).await;
     let response = app.post_chat(&chat(json!({}))).await;
     assert_eq!(
         response.headers()["retry-after"],
@@ -420,6 +423,7 @@ async fn upstream_errors_before_the_stream_are_mapped_to_the_contracts_shape(bac
         (503, "UNAVAILABLE", "The model is overloaded.", 502),
         (504, "DEADLINE_EXCEEDED", "Deadline expired", 408),
     ];
+    let app = app_with(backend, &upstream).await;
     for (code, status, message, expected) in cases {
         upstream.set(Script::json(code, google_error(code, status, message)));
         let response = app.post_chat(&chat(json!({}))).await;

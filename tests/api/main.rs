@@ -9,6 +9,7 @@ mod config_check;
 mod db;
 mod errors;
 mod gemini;
+mod health;
 mod helpers;
 mod models;
 mod params;
