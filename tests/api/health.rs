@@ -18,17 +18,20 @@ on_both_backends!(
     the_endpoints_api_shows_status_uptime_and_latency_after_traffic,
     the_callers_mistakes_never_take_an_endpoint_out,
     a_stream_that_fails_after_its_first_chunk_counts_against_its_endpoint,
+    a_hanging_endpoint_times_out_and_the_other_answers,
+    a_connection_broken_mid_answer_fails_over,
+    without_fallbacks_the_listed_endpoints_error_is_the_answer,
 );
 
 const MODEL: &str = "test/pair";
 
-/// `test/pair` served by providers `a` and `b` at the same price, with `health` as the
-/// `[health]` table.
+/// `test/pair` served by providers `a` and `b` at the same price (each giving up on an answer after
+/// 500 ms), with `health` as the `[health]` table.
 async fn setup(backend: Backend, a: Behaviour, b: Behaviour, health: &str) -> Setup {
     let (a, b) = (MockUpstream::start(a).await, MockUpstream::start(b).await);
     let provider = |id: &str, upstream: &MockUpstream| {
         format!(
-            "[[providers]]\nid = \"{id}\"\nkind = \"openai-compatible\"\nbase_url = \"{}\"\napi_key = \"sk-{id}\"\n",
+            "[[providers]]\nid = \"{id}\"\nkind = \"openai-compatible\"\nbase_url = \"{}\"\napi_key = \"sk-{id}\"\nfirst_token_timeout = \"500ms\"\n",
             upstream.base_url
         )
     };
@@ -249,4 +252,55 @@ async fn a_stream_that_fails_after_its_first_chunk_counts_against_its_endpoint(b
     let response = app.post_chat(&streamed(json!({"only": ["a"]}))).await;
     assert_eq!(response.status(), 503);
     assert_eq!(a.received().len(), 3);
+}
+
+async fn a_hanging_endpoint_times_out_and_the_other_answers(backend: Backend) {
+    let Setup { app, a, b } = setup(
+        backend,
+        Behaviour::Hang,
+        Behaviour::Reply { text: "from b" },
+        "",
+    )
+    .await;
+    let started = Instant::now();
+    assert_eq!(served_by(&app, json!({"order": ["a", "b"]})).await, "b");
+    assert!(
+        started.elapsed() >= Duration::from_millis(450),
+        "a was waited for first"
+    );
+    assert_eq!((a.received().len(), b.received().len()), (1, 1));
+}
+
+async fn a_connection_broken_mid_answer_fails_over(backend: Backend) {
+    let Setup { app, a, b } = setup(
+        backend,
+        Behaviour::DieMidStream {
+            deltas: vec!["half an"],
+        },
+        Behaviour::Reply { text: "from b" },
+        "",
+    )
+    .await;
+    // Non-streaming: nothing has reached the client when a's answer breaks, so b is tried.
+    assert_eq!(served_by(&app, json!({"order": ["a", "b"]})).await, "b");
+    assert_eq!((a.received().len(), b.received().len()), (1, 1));
+}
+
+async fn without_fallbacks_the_listed_endpoints_error_is_the_answer(backend: Backend) {
+    let Setup { app, a, b } = setup(
+        backend,
+        failing(503, None),
+        Behaviour::Reply { text: "from b" },
+        "",
+    )
+    .await;
+    let response = app
+        .post_chat(&chat(json!({"order": ["a"], "allow_fallbacks": false})))
+        .await;
+    assert_eq!(response.status(), 502, "a's failure, mapped");
+    let body: Value = response.json().await.unwrap();
+    let attempts = &body["error"]["metadata"]["attempts"];
+    assert_eq!(attempts.as_array().map(Vec::len), Some(1), "{body}");
+    assert_eq!(attempts[0]["provider"], "a");
+    assert_eq!((a.received().len(), b.received().len()), (1, 0));
 }
