@@ -3,6 +3,7 @@
 //! Sits between the HTTP surface and routing; knows no HTTP types of its own.
 
 mod attempt;
+mod failover;
 mod stream;
 
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use self::failover::{Failover, Next};
 use crate::accounts::AuthedKey;
 use crate::error::ApiError;
 use crate::openai::ChatRequest;
@@ -79,8 +81,12 @@ impl Chat {
         request: &ChatRequest,
     ) -> Result<(crate::openai::Usage, Option<String>, Bytes), ApiError> {
         let plan = self.plan(request)?;
+        let mut failover = Failover::new(Instant::now());
         let mut last_error = None;
         for planned in &plan.attempts {
+            if !failover.admits(planned) {
+                continue;
+            }
             let started = Instant::now();
             let result = attempt::complete(&self.registry, planned, request).await;
             recorder.attempted(attempt::record(planned, started, result.as_ref().err()));
@@ -114,8 +120,10 @@ impl Chat {
                     let body = serde_json::to_vec(&response).map_err(|_| ApiError::internal())?;
                     return Ok((usage, finish_reason, Bytes::from(body)));
                 }
-                Err(error) if error.is_retryable() => last_error = Some(error),
-                Err(error) => return Err(attempts_failed(error, recorder)),
+                Err(error) => match failover.after(planned, &error) {
+                    Next::Continue => last_error = Some(error),
+                    Next::Stop => return Err(attempts_failed(error, recorder)),
+                },
             }
         }
         Err(last_error.map_or_else(ApiError::internal, |error| attempts_failed(error, recorder)))
@@ -133,8 +141,12 @@ impl Chat {
             Ok(plan) => plan,
             Err(error) => return Err(fail(recorder, error.into())),
         };
+        let mut failover = Failover::new(Instant::now());
         let mut last_error = None;
         for planned in &plan.attempts {
+            if !failover.admits(planned) {
+                continue;
+            }
             let started = Instant::now();
             let result = attempt::open_stream(&self.registry, planned, &request).await;
             recorder.attempted(attempt::record(planned, started, result.as_ref().err()));
@@ -147,11 +159,13 @@ impl Chat {
                     let watch = stream::Watch::new(self.health.clone(), planned.clone(), started);
                     return Ok(ChatStream::new(opened, recorder, watch));
                 }
-                Err(error) if error.is_retryable() => last_error = Some(error),
-                Err(error) => {
-                    let error = attempts_failed(error, &recorder);
-                    return Err(fail(recorder, error));
-                }
+                Err(error) => match failover.after(planned, &error) {
+                    Next::Continue => last_error = Some(error),
+                    Next::Stop => {
+                        let error = attempts_failed(error, &recorder);
+                        return Err(fail(recorder, error));
+                    }
+                },
             }
         }
         let error = last_error.map_or_else(ApiError::internal, |error| {

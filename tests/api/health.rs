@@ -21,6 +21,7 @@ on_both_backends!(
     a_hanging_endpoint_times_out_and_the_other_answers,
     a_connection_broken_mid_answer_fails_over,
     without_fallbacks_the_listed_endpoints_error_is_the_answer,
+    no_failover_once_the_first_chunk_has_gone_out,
 );
 
 const MODEL: &str = "test/pair";
@@ -302,5 +303,35 @@ async fn without_fallbacks_the_listed_endpoints_error_is_the_answer(backend: Bac
     let attempts = &body["error"]["metadata"]["attempts"];
     assert_eq!(attempts.as_array().map(Vec::len), Some(1), "{body}");
     assert_eq!(attempts[0]["provider"], "a");
+    assert_eq!((a.received().len(), b.received().len()), (1, 0));
+}
+
+async fn no_failover_once_the_first_chunk_has_gone_out(backend: Backend) {
+    let Setup { app, a, b } = setup(
+        backend,
+        Behaviour::ErrorMidStream {
+            deltas: vec!["partial"],
+        },
+        Behaviour::Reply { text: "from b" },
+        "",
+    )
+    .await;
+    let mut request = chat(json!({"order": ["a", "b"]}));
+    request["stream"] = json!(true);
+    let response = app.post_chat(&request).await;
+    assert_eq!(response.status(), 200);
+    let events = crate::helpers::sse_events(response).await;
+    assert!(
+        events
+            .iter()
+            .any(|event| event["choices"][0]["delta"]["content"] == "partial"),
+        "a's first chunks went out: {events:?}"
+    );
+    let error = events
+        .iter()
+        .find(|event| event.get("error").is_some())
+        .expect("an error chunk");
+    assert_eq!(error["choices"][0]["finish_reason"], "error");
+    assert_eq!(events.last().unwrap(), "[DONE]");
     assert_eq!((a.received().len(), b.received().len()), (1, 0));
 }

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use crate::db::Backend;
 use crate::helpers::{TestApp, spawn_app_with_tables};
 use crate::on_both_backends;
+use crate::scripted_upstream::{Script, ScriptedUpstream};
 use crate::upstream::{Behaviour, MockUpstream};
 
 on_both_backends!(
@@ -16,6 +17,7 @@ on_both_backends!(
     the_floor_suffix_picks_the_cheapest_and_answers_with_the_plain_model_id,
     data_collection_deny_avoids_providers_that_collect,
     the_models_list_falls_through_to_the_next_model_and_bills_its_price,
+    a_prompt_too_long_for_one_model_moves_on_to_a_model_with_more_context,
 );
 
 /// `test/routed` is served by `cheap` (1 + 2 USD per million), `mid` (2 + 4, and the only
@@ -182,4 +184,55 @@ async fn the_models_list_falls_through_to_the_next_model_and_bills_its_price(bac
     assert_eq!(answer["usage"]["cost"], json!(0.0001), "{answer}");
     let row = app.generation_row(answer["id"].as_str().unwrap()).await;
     assert_eq!(row.model, "test/backup");
+}
+
+async fn a_prompt_too_long_for_one_model_moves_on_to_a_model_with_more_context(backend: Backend) {
+    // OpenAI's answer to a prompt over the context window.
+    let too_long = ScriptedUpstream::start(Script::json(
+        400,
+        r#"{"error": {"message": "This model's maximum context length is 8192 tokens.", "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}}"#,
+    ))
+    .await;
+    let roomy = MockUpstream::start(Behaviour::Reply { text: "roomy" }).await;
+    let provider = |id: &str, base_url: &str| {
+        format!(
+            "[[providers]]\nid = \"{id}\"\nkind = \"openai-compatible\"\nbase_url = \"{base_url}\"\n"
+        )
+    };
+    let model = |id: &str, context: u32, providers: &[&str]| {
+        let endpoints: String = providers
+            .iter()
+            .map(|provider| {
+                format!(
+                    "  [[models.endpoints]]\n  provider = \"{provider}\"\n  upstream = \"m\"\n  prompt = \"1\"\n  completion = \"1\"\n"
+                )
+            })
+            .collect();
+        format!("[[models]]\nid = \"{id}\"\ncontext_length = {context}\n{endpoints}")
+    };
+    let tables = [
+        provider("short-a", &format!("{}/v1", too_long.base_url)),
+        provider("short-b", &format!("{}/v1", too_long.base_url)),
+        provider("same", &format!("{}/v1", too_long.base_url)),
+        provider("roomy", &roomy.base_url),
+        model("test/short", 8_192, &["short-a", "short-b"]),
+        model("test/same", 8_192, &["same"]),
+        model("test/long", 200_000, &["roomy"]),
+    ]
+    .join("\n");
+    let app = spawn_app_with_tables(backend, tables).await;
+    let body = json!({
+        "model": "test/short",
+        "models": ["test/same", "test/long"],
+        "messages": [{"role": "user", "content": "a long prompt"}],
+        "provider": {"sort": "price"},
+    });
+    let answer = answer(&app, &body).await;
+    assert_eq!(answer["model"], "test/long");
+    assert_eq!(
+        too_long.recorded().len(),
+        1,
+        "neither the same model's other endpoint nor a model as small is tried"
+    );
+    assert_eq!(roomy.received().len(), 1);
 }
