@@ -107,7 +107,9 @@ impl UpstreamError {
         self
     }
 
-    /// Whether trying another endpoint could succeed where this one failed.
+    /// Whether another endpoint is tried after this failure. Not after 400/401/403/413 or a
+    /// context-length error: the routing contract treats those as the request's to fix (a
+    /// context-length error moves on only to a model with more context; see `chat::failover`).
     pub fn is_retryable(&self) -> bool {
         matches!(
             self.kind,
@@ -116,7 +118,6 @@ impl UpstreamError {
                 | UpstreamErrorKind::Timeout
                 | UpstreamErrorKind::Connect
                 | UpstreamErrorKind::Protocol
-                | UpstreamErrorKind::Unauthorized
                 | UpstreamErrorKind::NotFound
         )
     }

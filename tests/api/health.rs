@@ -22,6 +22,7 @@ on_both_backends!(
     a_connection_broken_mid_answer_fails_over,
     without_fallbacks_the_listed_endpoints_error_is_the_answer,
     no_failover_once_the_first_chunk_has_gone_out,
+    a_refused_credential_is_the_answer_not_a_reason_to_fail_over,
 );
 
 const MODEL: &str = "test/pair";
@@ -333,5 +334,22 @@ async fn no_failover_once_the_first_chunk_has_gone_out(backend: Backend) {
         .expect("an error chunk");
     assert_eq!(error["choices"][0]["finish_reason"], "error");
     assert_eq!(events.last().unwrap(), "[DONE]");
+    assert_eq!((a.received().len(), b.received().len()), (1, 0));
+}
+
+async fn a_refused_credential_is_the_answer_not_a_reason_to_fail_over(backend: Backend) {
+    let Setup { app, a, b } = setup(
+        backend,
+        failing(401, None),
+        Behaviour::Reply { text: "from b" },
+        "",
+    )
+    .await;
+    let response = app.post_chat(&chat(json!({"order": ["a", "b"]}))).await;
+    assert_eq!(
+        response.status(),
+        502,
+        "the gateway's credential, not the caller's"
+    );
     assert_eq!((a.received().len(), b.received().len()), (1, 0));
 }
