@@ -49,47 +49,37 @@ fn adapter_for(config: &ProviderConfig) -> Result<Box<dyn Provider>, RegistryErr
         source,
     };
     let api_key = config.api_key.as_deref();
+    let base_url_or = |default| config.base_url.as_deref().unwrap_or(default);
+    let required_base_url = |kind| {
+        config
+            .base_url
+            .as_deref()
+            .ok_or_else(|| RegistryError::MissingBaseUrl {
+                id: config.id.clone(),
+                kind,
+            })
+    };
     Ok(match config.kind {
         ProviderKind::Mock => Box::new(Mock),
         ProviderKind::Openai => {
-            let base_url = config.base_url.as_deref().unwrap_or(OPENAI_BASE_URL);
+            let base_url = base_url_or(OPENAI_BASE_URL);
             Box::new(OpenAi::new(base_url, api_key, None).map_err(adapter_error)?)
         }
         ProviderKind::Anthropic => {
-            let base_url = config
-                .base_url
-                .as_deref()
-                .unwrap_or(anthropic::DEFAULT_BASE_URL);
+            let base_url = base_url_or(anthropic::DEFAULT_BASE_URL);
             Box::new(Anthropic::new(base_url, api_key).map_err(adapter_error)?)
         }
         ProviderKind::OpenaiCompatible => {
-            let base_url =
-                config
-                    .base_url
-                    .as_deref()
-                    .ok_or_else(|| RegistryError::MissingBaseUrl {
-                        id: config.id.clone(),
-                        kind: "openai-compatible",
-                    })?;
+            let base_url = required_base_url("openai-compatible")?;
             let preset = config.preset.as_deref().and_then(presets::preset_named);
             Box::new(OpenAi::new(base_url, api_key, preset).map_err(adapter_error)?)
         }
         ProviderKind::Gemini => {
-            let base_url = config
-                .base_url
-                .as_deref()
-                .unwrap_or(gemini::DEFAULT_BASE_URL);
+            let base_url = base_url_or(gemini::DEFAULT_BASE_URL);
             Box::new(Gemini::new(base_url, api_key).map_err(adapter_error)?)
         }
         ProviderKind::Azure => {
-            let base_url =
-                config
-                    .base_url
-                    .as_deref()
-                    .ok_or_else(|| RegistryError::MissingBaseUrl {
-                        id: config.id.clone(),
-                        kind: "azure",
-                    })?;
+            let base_url = required_base_url("azure")?;
             let api_version = config.api_version.as_deref().unwrap_or(AZURE_API_VERSION);
             Box::new(Azure::new(base_url, api_version, api_key).map_err(adapter_error)?)
         }

@@ -174,10 +174,11 @@ impl Breaker {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    const SETTINGS: BreakerSettings = BreakerSettings {
+    /// The settings every health test runs with.
+    pub(in crate::routing::health) const SETTINGS: BreakerSettings = BreakerSettings {
         failure_threshold: 3,
         cool_down: Duration::from_secs(5),
         max_cool_down: Duration::from_secs(60),

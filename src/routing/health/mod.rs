@@ -188,15 +188,10 @@ impl EndpointHealth for HealthTracker {
 mod tests {
     use std::time::Duration;
 
+    use super::breaker::tests::SETTINGS;
     use super::clock::ManualClock;
     use super::*;
     use crate::routing::plan::tests::catalog;
-
-    const SETTINGS: BreakerSettings = BreakerSettings {
-        failure_threshold: 3,
-        cool_down: Duration::from_secs(5),
-        max_cool_down: Duration::from_secs(60),
-    };
 
     fn tracker() -> (HealthTracker, Arc<ManualClock>, Arc<Model>) {
         let catalog = catalog();
