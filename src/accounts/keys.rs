@@ -35,12 +35,32 @@ impl LimitReset {
     }
 }
 
-/// The caller, once authenticated.
+impl std::str::FromStr for LimitReset {
+    type Err = ();
+
+    fn from_str(text: &str) -> Result<Self, ()> {
+        match text {
+            "daily" => Ok(LimitReset::Daily),
+            "weekly" => Ok(LimitReset::Weekly),
+            "monthly" => Ok(LimitReset::Monthly),
+            _ => Err(()),
+        }
+    }
+}
+
+/// The caller, once authenticated, with what it may spend and how often it may ask: read from
+/// the cache, so a change reaches every replica within the cache's one-second window.
 #[derive(Debug, Clone)]
 pub struct AuthedKey {
     /// Hex SHA-256 of the key: the id in `/keys/{hash}` and on every generation.
     pub hash: Arc<str>,
     pub name: Arc<str>,
+    /// Spending limit per period; `None` is unlimited.
+    pub limit: Option<MicroUsd>,
+    pub limit_reset: Option<LimitReset>,
+    /// Per-key request rate limits; `None` falls back to the configured default.
+    pub requests_per_minute: Option<u32>,
+    pub requests_per_day: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +139,10 @@ impl Verdict {
             Some(row) if row.disabled => Verdict::Disabled,
             Some(row) => Verdict::Active {
                 key: AuthedKey {
+                    limit: row.limit_micros.map(MicroUsd),
+                    limit_reset: row.limit_reset.as_deref().and_then(|r| r.parse().ok()),
+                    requests_per_minute: row.requests_per_minute.and_then(|n| u32::try_from(n).ok()),
+                    requests_per_day: row.requests_per_day.and_then(|n| u32::try_from(n).ok()),
                     hash: row.hash.into(),
                     name: row.name.into(),
                 },

@@ -2,5 +2,6 @@
 //! cache). Credit reservation and rate limits arrive with the accounts issue. No HTTP types here.
 
 mod keys;
+pub mod period;
 
 pub use keys::{AuthError, AuthedKey, CreatedKey, Keys, LimitReset};

@@ -31,12 +31,16 @@ pub struct ApiKeyRow {
     pub limit_micros: Option<i64>,
     pub limit_reset: Option<String>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// Per-key request rate limits; `None` falls back to the configured default.
+    pub requests_per_minute: Option<i32>,
+    pub requests_per_day: Option<i32>,
 }
 
 /// A macro rather than a `const` so that `concat!` builds each query as one `&'static str`.
 macro_rules! columns {
     () => {
-        "id, name, hash, prefix, created_at, disabled, credit_limit, limit_reset, expires_at"
+        "id, name, hash, prefix, created_at, disabled, credit_limit, limit_reset, expires_at, \
+         requests_per_minute, requests_per_day"
     };
 }
 
