@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::accounts::Keys;
+use crate::accounts::{Credits, Keys, Upkeep};
 use crate::api::endpoints::ModelEndpoints;
 use crate::api::json::BodyLimit;
 use crate::api::models::ModelList;
@@ -29,6 +29,8 @@ pub struct App {
     /// One state per serving thread: each has its own upstream connection pools.
     states: Vec<AppState>,
     writer: WriterHandle,
+    /// Renews this gateway's credit holds until every request has settled.
+    upkeep: Upkeep,
     max_body: usize,
 }
 
@@ -51,6 +53,14 @@ impl App {
         let max_body = config.server.max_body.0;
         let models = ModelList::render(&catalog);
         let keys = Arc::new(Keys::new(store.clone()));
+        let credits = Credits::new(store.clone(), config.credits.hold_lease.0);
+        // Before serving: holds a previous life of this gateway left behind are refunded now if
+        // their lease has run out, and by this task within one lease otherwise.
+        credits
+            .upkeep()
+            .await
+            .context("cannot release expired credit holds")?;
+        let upkeep = credits.spawn_upkeep();
         // One tracker for every serving thread: an endpoint that fails on one thread is avoided
         // on all of them.
         let health = Arc::new(HealthTracker::new(&catalog, &config.health));
@@ -68,6 +78,7 @@ impl App {
                         catalog.clone(),
                         registry,
                         health.clone(),
+                        credits.clone(),
                         generations.clone(),
                     ),
                     keys: keys.clone(),
@@ -89,6 +100,7 @@ impl App {
             address,
             states,
             writer,
+            upkeep,
             max_body,
         })
     }
@@ -113,6 +125,7 @@ impl App {
             address,
             states,
             writer,
+            upkeep,
             max_body,
         } = self;
         let routers = states
@@ -138,6 +151,7 @@ impl App {
         drop(listener);
         let idle = workers.stop().await;
         writer.shutdown().await;
+        drop(upkeep);
         idle.release();
         tracing::info!("stopped; every usage row is written");
         Ok(())

@@ -10,7 +10,7 @@ use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::accounts::AuthError;
+use crate::accounts::{AuthError, CreditError};
 use crate::providers::{UpstreamError, UpstreamErrorKind};
 use crate::routing::PlanError;
 use crate::store::StoreError;
@@ -146,6 +146,15 @@ impl From<AuthError> for ApiError {
         match error {
             AuthError::Store(error) => error.into(),
             other => Self::new(StatusCode::UNAUTHORIZED, other.to_string()),
+        }
+    }
+}
+
+impl From<CreditError> for ApiError {
+    fn from(error: CreditError) -> Self {
+        match error {
+            CreditError::Store(error) => error.into(),
+            insufficient => Self::new(StatusCode::PAYMENT_REQUIRED, insufficient.to_string()),
         }
     }
 }

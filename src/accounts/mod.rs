@@ -1,7 +1,9 @@
 //! Who is calling and what they may spend: API keys (minting, hashing, the in-memory lookup
-//! cache). Credit reservation and rate limits arrive with the accounts issue. No HTTP types here.
+//! cache), limit periods, and credit holds against spending limits. No HTTP types here.
 
+mod credits;
 mod keys;
 pub mod period;
 
+pub use credits::{CreditError, Credits, Upkeep};
 pub use keys::{AuthError, AuthedKey, CreatedKey, Keys, LimitReset};

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use self::failover::{Failover, Next};
-use crate::accounts::AuthedKey;
+use crate::accounts::{AuthedKey, Credits};
 use crate::error::ApiError;
 use crate::openai::ChatRequest;
 use crate::providers::{Registry, UpstreamError};
@@ -28,6 +28,7 @@ pub struct Chat {
     catalog: Arc<Catalog>,
     registry: Arc<Registry>,
     health: Arc<HealthTracker>,
+    credits: Credits,
     generations: GenerationSink,
 }
 
@@ -44,26 +45,39 @@ impl Chat {
         catalog: Arc<Catalog>,
         registry: Arc<Registry>,
         health: Arc<HealthTracker>,
+        credits: Credits,
         generations: GenerationSink,
     ) -> Self {
         Self {
             catalog,
             registry,
             health,
+            credits,
             generations,
         }
     }
 
-    /// The endpoints to try. The thread's own generator keeps the weighted draw free of any
-    /// lock shared by all requests; it is dropped before the first await.
-    fn plan(&self, request: &ChatRequest) -> Result<RoutePlan, crate::routing::PlanError> {
-        plan(&self.catalog, request, &*self.health, &mut rand::rng())
+    /// The endpoints to try, once the caller's key has credit for the dearest of them. The
+    /// thread's own generator keeps the weighted draw free of any lock shared by all requests;
+    /// it is dropped before the first await.
+    async fn plan(
+        &self,
+        key: &AuthedKey,
+        recorder: &Recorder,
+        request: &ChatRequest,
+    ) -> Result<RoutePlan, ApiError> {
+        let plan = plan(&self.catalog, request, &*self.health, &mut rand::rng())?;
+        self.credits
+            .hold(key, recorder.id(), plan.worst_case_cost(request))
+            .await?;
+        Ok(plan)
     }
 
     /// A non-streaming completion: the response body, ready to send.
     pub async fn complete(&self, caller: Caller, request: ChatRequest) -> Result<Bytes, ApiError> {
+        let key = caller.key.clone();
         let mut recorder = self.recorder(caller, &request);
-        let result = self.complete_recorded(&mut recorder, &request).await;
+        let result = self.complete_recorded(&key, &mut recorder, &request).await;
         match &result {
             Ok((usage, finish_reason, _)) => {
                 recorder.settle(Outcome::completed(usage, finish_reason.as_deref()))
@@ -77,10 +91,11 @@ impl Chat {
 
     async fn complete_recorded(
         &self,
+        key: &AuthedKey,
         recorder: &mut Recorder,
         request: &ChatRequest,
     ) -> Result<(crate::openai::Usage, Option<String>, Bytes), ApiError> {
-        let plan = self.plan(request)?;
+        let plan = self.plan(key, recorder, request).await?;
         let mut failover = Failover::new(Instant::now());
         let mut last_error = None;
         for planned in &plan.attempts {
@@ -106,7 +121,8 @@ impl Chat {
                             output_tokens: usage.completion_tokens,
                         }),
                     );
-                    let cost = served.pricing.cost(&usage);
+                    recorder.served_by(served.clone());
+                    let cost = recorder.price(&usage, false);
                     let usage = usage.with_cost(cost);
                     response.id = recorder.id().to_string();
                     response.model = served.model.to_string();
@@ -116,7 +132,6 @@ impl Chat {
                     }
                     response.usage = Some(usage.clone());
                     let finish_reason = response.finish_reason().map(str::to_owned);
-                    recorder.served_by(served);
                     let body = serde_json::to_vec(&response).map_err(|_| ApiError::internal())?;
                     return Ok((usage, finish_reason, Bytes::from(body)));
                 }
@@ -136,10 +151,11 @@ impl Chat {
         caller: Caller,
         request: ChatRequest,
     ) -> Result<ChatStream, ApiError> {
+        let key = caller.key.clone();
         let mut recorder = self.recorder(caller, &request);
-        let plan = match self.plan(&request) {
+        let plan = match self.plan(&key, &recorder, &request).await {
             Ok(plan) => plan,
-            Err(error) => return Err(fail(recorder, error.into())),
+            Err(error) => return Err(fail(recorder, error)),
         };
         let mut failover = Failover::new(Instant::now());
         let mut last_error = None;

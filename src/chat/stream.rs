@@ -196,7 +196,7 @@ impl ChatStream {
             return self.empty_chunk();
         };
         let usage = recorder.stream_usage(error.is_none());
-        let cost = recorder.price(&usage);
+        let cost = recorder.price(&usage, error.is_some());
         let usage = usage.with_cost(cost);
         let mut usage_chunk = self.empty_chunk();
         usage_chunk.usage = Some(usage.clone());

@@ -31,6 +31,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     #[serde(default)]
     pub health: HealthConfig,
+    #[serde(default)]
+    pub credits: CreditsConfig,
     /// Optional; shared limits and cache across replicas (used by later issues).
     pub redis: Option<RedisConfig>,
     #[serde(default)]
@@ -184,6 +186,30 @@ impl Default for HealthConfig {
             failure_threshold: Self::default_failure_threshold(),
             cool_down: Self::default_cool_down(),
             max_cool_down: Self::default_max_cool_down(),
+        }
+    }
+}
+
+/// Credit holds: how long the holds of a gateway that died (kill -9, a lost machine) keep
+/// credit from its keys before any gateway sharing the database refunds them.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreditsConfig {
+    /// A living gateway renews its holds three times per lease.
+    #[serde(default = "CreditsConfig::default_hold_lease")]
+    pub hold_lease: HumanDuration,
+}
+
+impl CreditsConfig {
+    fn default_hold_lease() -> HumanDuration {
+        HumanDuration(Duration::from_secs(30))
+    }
+}
+
+impl Default for CreditsConfig {
+    fn default() -> Self {
+        Self {
+            hold_lease: Self::default_hold_lease(),
         }
     }
 }

@@ -40,6 +40,12 @@ pub(super) fn settings(config: &mut Config, problems: &mut Vec<Problem>) {
     server(&mut config.server, problems);
     database(&config.database, problems);
     health(&config.health, problems);
+    if config.credits.hold_lease.0.is_zero() {
+        problems.push(Problem::new(
+            KeyPath::root("credits").key("hold_lease"),
+            "credits.hold_lease: must be above zero",
+        ));
+    }
     if let Some(redis) = &config.redis {
         let path = KeyPath::root("redis").key("url");
         check_scheme(

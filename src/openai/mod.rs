@@ -14,7 +14,7 @@ pub use request::{
 };
 pub use response::{ChatResponse, Choice, ResponseMessage};
 pub use sampling::{SAMPLING_PARAMETERS, SamplingSet};
-pub use usage::{CompletionTokensDetails, MicroUsd, PromptTokensDetails, Usage};
+pub use usage::{CompletionTokensDetails, Cost, CostDetails, MicroUsd, PromptTokensDetails, Usage};
 
 /// `serde(skip_serializing_if)` helper for flags that default to false.
 fn is_false(value: &bool) -> bool {

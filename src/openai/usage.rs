@@ -83,8 +83,44 @@ pub struct Usage {
     /// Set by the gateway from the catalog price; whatever the upstream sent is discarded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<MicroUsd>,
+    /// OpenRouter's breakdown of `cost`; set with it, never taken from the upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_details: Option<CostDetails>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// What one request cost, and how much of it was the prompt and the completion.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cost {
+    pub total: MicroUsd,
+    pub prompt: MicroUsd,
+    pub completion: MicroUsd,
+}
+
+impl Cost {
+    pub const FREE: Cost = Cost {
+        total: MicroUsd::ZERO,
+        prompt: MicroUsd::ZERO,
+        completion: MicroUsd::ZERO,
+    };
+}
+
+/// `usage.cost_details` in OpenRouter's names. A self-hosted gateway bills at the providers' list
+/// prices, so the upstream inference cost is the cost itself; its parts add up to it exactly.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CostDetails {
+    pub upstream_inference_cost: MicroUsd,
+    pub upstream_inference_prompt_cost: MicroUsd,
+    pub upstream_inference_completions_cost: MicroUsd,
+}
+
+impl<'de> Deserialize<'de> for CostDetails {
+    /// Like `cost`: an upstream's figures are discarded, the gateway computes its own.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(deserializer)?;
+        Ok(CostDetails::default())
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -130,13 +166,18 @@ impl Usage {
     }
 
     /// The contract says usage always carries cached and reasoning tokens; fill the details in.
-    pub fn with_cost(mut self, cost: MicroUsd) -> Self {
+    pub fn with_cost(mut self, cost: Cost) -> Self {
         self.total_tokens = self.prompt_tokens + self.completion_tokens;
         self.prompt_tokens_details
             .get_or_insert_with(PromptTokensDetails::default);
         self.completion_tokens_details
             .get_or_insert_with(CompletionTokensDetails::default);
-        self.cost = Some(cost);
+        self.cost = Some(cost.total);
+        self.cost_details = Some(CostDetails {
+            upstream_inference_cost: cost.total,
+            upstream_inference_prompt_cost: cost.prompt,
+            upstream_inference_completions_cost: cost.completion,
+        });
         self
     }
 }
@@ -160,11 +201,15 @@ mod tests {
             completion_tokens: 4,
             ..Usage::default()
         }
-        .with_cost(MicroUsd(11));
+        .with_cost(Cost {
+            total: MicroUsd(11),
+            prompt: MicroUsd(3),
+            completion: MicroUsd(8),
+        });
         let json = serde_json::to_string(&usage).unwrap();
         assert_eq!(
             json,
-            r#"{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7,"prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":0},"cost":0.000011}"#
+            r#"{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7,"prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":0},"cost":0.000011,"cost_details":{"upstream_inference_cost":0.000011,"upstream_inference_prompt_cost":0.000003,"upstream_inference_completions_cost":0.000008}}"#
         );
     }
 }

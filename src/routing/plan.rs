@@ -12,7 +12,9 @@ use super::catalog::{Catalog, Endpoint, Model};
 use super::filter::Needs;
 use super::select::{self, Candidate, Preferences};
 use super::status::EndpointHealth;
-use crate::openai::{ChatRequest, ProviderPreferences, SortBy, SortPartition, SortPreference};
+use crate::openai::{
+    ChatRequest, MicroUsd, ProviderPreferences, SortBy, SortPartition, SortPreference,
+};
 
 /// One endpoint of one model, to be tried in turn.
 #[derive(Debug, Clone)]
@@ -39,6 +41,40 @@ impl PlannedAttempt {
 #[derive(Debug, Clone)]
 pub struct RoutePlan {
     pub attempts: Vec<PlannedAttempt>,
+}
+
+/// Output assumed for the worst case when neither the caller, the endpoint nor the model bounds
+/// it.
+const UNBOUNDED_OUTPUT_GUESS: u64 = 4_096;
+
+impl RoutePlan {
+    /// The most this request can cost on any endpoint it may be tried on: the prompt estimate at
+    /// the prompt price plus the output cap at the completion price. The output cap is the
+    /// caller's `max_tokens` (within the endpoint's own cap), else the endpoint's cap, else what
+    /// the model's context leaves after the prompt.
+    pub fn worst_case_cost(&self, request: &ChatRequest) -> MicroUsd {
+        let prompt = request.estimated_prompt_tokens();
+        self.attempts
+            .iter()
+            .map(|attempt| {
+                let endpoint = attempt.endpoint();
+                let endpoint_cap = endpoint.max_output.map(u64::from);
+                let context_left = attempt
+                    .model
+                    .context_length
+                    .map(|context| u64::from(context).saturating_sub(prompt));
+                let output = match (request.max_output_tokens().map(u64::from), endpoint_cap) {
+                    (Some(asked), Some(cap)) => asked.min(cap),
+                    (asked, cap) => asked
+                        .or(cap)
+                        .or(context_left)
+                        .unwrap_or(UNBOUNDED_OUTPUT_GUESS),
+                };
+                endpoint.pricing.worst_case(prompt, output)
+            })
+            .max()
+            .unwrap_or(MicroUsd::ZERO)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

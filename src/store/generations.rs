@@ -1,11 +1,9 @@
 //! The `generations` table: one row per request, written in batches. No pricing or HTTP here.
 
-use std::sync::Arc;
-
 use chrono::{DateTime, SecondsFormat, Utc};
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Transaction, params};
 
-use super::{Pool, Store, StoreError, on_pool};
+use super::{Store, StoreError, on_pool};
 
 /// One request's record, as dashboards read it. `cost` is integer micro-USD.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -46,8 +44,9 @@ macro_rules! columns {
          attempts, error"
     };
 }
+pub(super) use columns;
 
-/// One row; a batch runs it once per row inside one transaction on the batch connection, where a
+/// One row; a batch runs it once per row inside one transaction on the write connection, where a
 /// statement costs no thread switch, so multi-row statements would buy nothing.
 const INSERT_ONE: &str = concat!(
     "INSERT INTO generations (",
@@ -57,140 +56,102 @@ const INSERT_ONE: &str = concat!(
 );
 
 /// A whole batch as one array per column; Postgres runs it in one round trip whatever the batch
-/// size, and the text never changes, so it is prepared once per connection.
-const INSERT_UNNEST: &str = concat!(
-    "INSERT INTO generations (",
-    columns!(),
-    ") SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-     $6::text[], $7::text[], $8::timestamptz[], $9::int8[], $10::int8[], $11::int8[], $12::int8[], \
-     $13::int8[], $14::int8[], $15::int8[], $16::int8[], $17::int4[], $18::text[], $19::bool[], \
-     $20::bool[], $21::text[], $22::text[]) ON CONFLICT (id) DO NOTHING"
-);
+/// size. A macro so that the settlement can build on it with `concat!`.
+macro_rules! insert_unnest {
+    () => {
+        concat!(
+            "INSERT INTO generations (",
+            $crate::store::generations::columns!(),
+            ") SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+             $6::text[], $7::text[], $8::timestamptz[], $9::int8[], $10::int8[], $11::int8[], \
+             $12::int8[], $13::int8[], $14::int8[], $15::int8[], $16::int8[], $17::int4[], \
+             $18::text[], $19::bool[], $20::bool[], $21::text[], $22::text[]) \
+             ON CONFLICT (id) DO NOTHING"
+        )
+    };
+}
+pub(super) use insert_unnest;
 
-/// One batch in one transaction on the dedicated SQLite connection. `created_at` is written as
-/// sqlx writes it (RFC 3339, UTC offset, only the sub-second digits needed), so rows read back the
-/// same whichever connection wrote them.
-fn insert_batch(connection: &mut Connection, rows: &[GenerationRow]) -> rusqlite::Result<()> {
-    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    {
-        let mut insert = transaction.prepare_cached(INSERT_ONE)?;
-        for row in rows {
-            let created_at = super::at_microseconds(row.created_at)
-                .to_rfc3339_opts(SecondsFormat::AutoSi, false);
-            insert.execute(params![
-                row.id,
-                row.key_hash,
-                row.model,
-                row.provider,
-                row.upstream_model,
-                row.app_referer,
-                row.app_title,
-                created_at,
-                row.latency_ms,
-                row.ttft_ms,
-                row.prompt_tokens,
-                row.completion_tokens,
-                row.cached_tokens,
-                row.cache_write_tokens,
-                row.reasoning_tokens,
-                row.cost,
-                row.status,
-                row.finish_reason,
-                row.streamed,
-                row.cancelled,
-                row.attempts,
-                row.error,
-            ])?;
+/// Inserts `rows` in `transaction` and returns those that were new (a row whose id exists already
+/// is skipped). `created_at` is written as sqlx writes it (RFC 3339, UTC offset, only the
+/// sub-second digits needed), so rows read back the same whichever connection wrote them.
+pub(super) fn insert_sqlite<'a>(
+    transaction: &Transaction<'_>,
+    rows: &'a [GenerationRow],
+) -> rusqlite::Result<Vec<&'a GenerationRow>> {
+    let mut insert = transaction.prepare_cached(INSERT_ONE)?;
+    let mut inserted = Vec::with_capacity(rows.len());
+    for row in rows {
+        let created_at =
+            super::at_microseconds(row.created_at).to_rfc3339_opts(SecondsFormat::AutoSi, false);
+        let changed = insert.execute(params![
+            row.id,
+            row.key_hash,
+            row.model,
+            row.provider,
+            row.upstream_model,
+            row.app_referer,
+            row.app_title,
+            created_at,
+            row.latency_ms,
+            row.ttft_ms,
+            row.prompt_tokens,
+            row.completion_tokens,
+            row.cached_tokens,
+            row.cache_write_tokens,
+            row.reasoning_tokens,
+            row.cost,
+            row.status,
+            row.finish_reason,
+            row.streamed,
+            row.cancelled,
+            row.attempts,
+            row.error,
+        ])?;
+        if changed > 0 {
+            inserted.push(row);
         }
     }
-    transaction.commit()
+    Ok(inserted)
 }
 
-impl Store {
-    /// Inserts a batch in one transaction; a row whose id exists already is skipped.
-    pub async fn insert_generations(&self, rows: Arc<[GenerationRow]>) -> Result<(), StoreError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        match &self.pool {
-            Pool::Sqlite(pool) => match &self.sqlite_batch {
-                Some(batch) => {
-                    let rows = Arc::clone(&rows);
-                    batch
-                        .run(move |connection| insert_batch(connection, &rows))
-                        .await?;
-                }
-                // In-memory databases (development only) live inside the sqlx pool's one
-                // connection, so their rows go through it.
-                None => {
-                    let mut tx = pool.begin().await?;
-                    for row in rows.iter() {
-                        sqlx::query(INSERT_ONE)
-                            .bind(&row.id)
-                            .bind(&row.key_hash)
-                            .bind(&row.model)
-                            .bind(&row.provider)
-                            .bind(&row.upstream_model)
-                            .bind(&row.app_referer)
-                            .bind(&row.app_title)
-                            .bind(super::at_microseconds(row.created_at))
-                            .bind(row.latency_ms)
-                            .bind(row.ttft_ms)
-                            .bind(row.prompt_tokens)
-                            .bind(row.completion_tokens)
-                            .bind(row.cached_tokens)
-                            .bind(row.cache_write_tokens)
-                            .bind(row.reasoning_tokens)
-                            .bind(row.cost)
-                            .bind(row.status)
-                            .bind(&row.finish_reason)
-                            .bind(row.streamed)
-                            .bind(row.cancelled)
-                            .bind(&row.attempts)
-                            .bind(&row.error)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    tx.commit().await?;
-                }
-            },
-            Pool::Postgres(pool) => {
-                fn column<'a, T>(
-                    rows: &'a [GenerationRow],
-                    field: impl Fn(&'a GenerationRow) -> T,
-                ) -> Vec<T> {
-                    rows.iter().map(field).collect()
-                }
-                sqlx::query(INSERT_UNNEST)
-                    .bind(column(&rows, |row| row.id.as_str()))
-                    .bind(column(&rows, |row| row.key_hash.as_str()))
-                    .bind(column(&rows, |row| row.model.as_str()))
-                    .bind(column(&rows, |row| row.provider.as_deref()))
-                    .bind(column(&rows, |row| row.upstream_model.as_deref()))
-                    .bind(column(&rows, |row| row.app_referer.as_deref()))
-                    .bind(column(&rows, |row| row.app_title.as_deref()))
-                    .bind(column(&rows, |row| super::at_microseconds(row.created_at)))
-                    .bind(column(&rows, |row| row.latency_ms))
-                    .bind(column(&rows, |row| row.ttft_ms))
-                    .bind(column(&rows, |row| row.prompt_tokens))
-                    .bind(column(&rows, |row| row.completion_tokens))
-                    .bind(column(&rows, |row| row.cached_tokens))
-                    .bind(column(&rows, |row| row.cache_write_tokens))
-                    .bind(column(&rows, |row| row.reasoning_tokens))
-                    .bind(column(&rows, |row| row.cost))
-                    .bind(column(&rows, |row| row.status))
-                    .bind(column(&rows, |row| row.finish_reason.as_deref()))
-                    .bind(column(&rows, |row| row.streamed))
-                    .bind(column(&rows, |row| row.cancelled))
-                    .bind(column(&rows, |row| row.attempts.as_str()))
-                    .bind(column(&rows, |row| row.error.as_deref()))
-                    .execute(pool)
-                    .await?;
-            }
-        }
-        Ok(())
+/// Binds a batch to a query built on [`insert_unnest`]: one array per column.
+pub(super) fn bind_unnest<'q>(
+    query: sqlx::query::QueryAs<'q, sqlx::Postgres, SettledRow, sqlx::postgres::PgArguments>,
+    rows: &'q [GenerationRow],
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, SettledRow, sqlx::postgres::PgArguments> {
+    fn column<'a, T>(rows: &'a [GenerationRow], field: impl Fn(&'a GenerationRow) -> T) -> Vec<T> {
+        rows.iter().map(field).collect()
     }
+    query
+        .bind(column(rows, |row| row.id.as_str()))
+        .bind(column(rows, |row| row.key_hash.as_str()))
+        .bind(column(rows, |row| row.model.as_str()))
+        .bind(column(rows, |row| row.provider.as_deref()))
+        .bind(column(rows, |row| row.upstream_model.as_deref()))
+        .bind(column(rows, |row| row.app_referer.as_deref()))
+        .bind(column(rows, |row| row.app_title.as_deref()))
+        .bind(column(rows, |row| super::at_microseconds(row.created_at)))
+        .bind(column(rows, |row| row.latency_ms))
+        .bind(column(rows, |row| row.ttft_ms))
+        .bind(column(rows, |row| row.prompt_tokens))
+        .bind(column(rows, |row| row.completion_tokens))
+        .bind(column(rows, |row| row.cached_tokens))
+        .bind(column(rows, |row| row.cache_write_tokens))
+        .bind(column(rows, |row| row.reasoning_tokens))
+        .bind(column(rows, |row| row.cost))
+        .bind(column(rows, |row| row.status))
+        .bind(column(rows, |row| row.finish_reason.as_deref()))
+        .bind(column(rows, |row| row.streamed))
+        .bind(column(rows, |row| row.cancelled))
+        .bind(column(rows, |row| row.attempts.as_str()))
+        .bind(column(rows, |row| row.error.as_deref()))
+}
 
+/// A generation the Postgres settlement inserted, with the hold it released, if it had one.
+pub(super) type SettledRow = (String, Option<String>, Option<i64>, Option<i64>);
+
+impl Store {
     /// The generation with this id, only if it belongs to `key_hash`.
     pub async fn generation(
         &self,
@@ -219,7 +180,7 @@ mod tests {
     fn every_insert_binds_one_parameter_per_column() {
         let columns = columns!().split(',').count();
         assert_eq!(columns, 22);
-        assert_eq!(INSERT_UNNEST.matches('$').count(), columns);
+        assert_eq!(insert_unnest!().matches('$').count(), columns);
         assert_eq!(INSERT_ONE.matches('?').count(), columns);
     }
 }

@@ -2,10 +2,13 @@
 //! per table. It knows rows, not requests: no HTTP, routing or pricing here.
 
 mod api_keys;
+mod credits;
 mod generations;
-mod sqlite_batch;
+mod settlement;
+mod sqlite_write;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -13,8 +16,9 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 pub use api_keys::{ApiKeyRow, NewApiKey};
+pub use credits::NewHold;
 pub use generations::GenerationRow;
-use sqlite_batch::BatchConnection;
+use sqlite_write::WriteConnection;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -26,6 +30,8 @@ pub enum StoreError {
     BatchPanicked,
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot create the ephemeral database: {0}")]
+    Ephemeral(String),
     #[error("unsupported database url {0:?}: use sqlite://FILE or postgres://...")]
     UnsupportedUrl(String),
 }
@@ -34,13 +40,18 @@ pub enum StoreError {
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
-    /// Generation batches on a SQLite file; `None` on Postgres and in-memory SQLite.
-    sqlite_batch: Option<BatchConnection>,
 }
 
 #[derive(Clone)]
 enum Pool {
-    Sqlite(sqlx::SqlitePool),
+    Sqlite {
+        /// Reads, migrations and key administration.
+        pool: sqlx::SqlitePool,
+        /// Credit holds and settled generation batches (see `sqlite_write`).
+        writer: WriteConnection,
+        /// The directory of an ephemeral (`sqlite::memory:`) database, removed with the last clone.
+        _ephemeral: Option<Arc<tempfile::TempDir>>,
+    },
     Postgres(sqlx::PgPool),
 }
 
@@ -51,7 +62,7 @@ enum Pool {
 macro_rules! on_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match &$store.pool {
-            $crate::store::Pool::Sqlite($pool) => $body,
+            $crate::store::Pool::Sqlite { pool: $pool, .. } => $body,
             $crate::store::Pool::Postgres($pool) => $body,
         }
     };
@@ -69,7 +80,7 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let backend = match self.pool {
-            Pool::Sqlite(_) => "sqlite",
+            Pool::Sqlite { .. } => "sqlite",
             Pool::Postgres(_) => "postgres",
         };
         f.debug_struct("Store").field("backend", &backend).finish()
@@ -80,10 +91,8 @@ impl Store {
     /// Connects to `sqlite://FILE` (created when missing), `sqlite::memory:` or `postgres://...`.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
         if url.starts_with("sqlite:") {
-            let (pool, sqlite_batch) = connect_sqlite(url).await?;
             return Ok(Store {
-                pool: Pool::Sqlite(pool),
-                sqlite_batch,
+                pool: connect_sqlite(url).await?,
             });
         }
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -96,14 +105,13 @@ impl Store {
             .await?;
         Ok(Store {
             pool: Pool::Postgres(pool),
-            sqlite_batch: None,
         })
     }
 
     /// Applies every embedded migration not yet recorded in the database; a no-op when up to date.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match &self.pool {
-            Pool::Sqlite(pool) => sqlx::migrate!("migrations/sqlite").run(pool).await?,
+            Pool::Sqlite { pool, .. } => sqlx::migrate!("migrations/sqlite").run(pool).await?,
             Pool::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await?,
         }
         Ok(())
@@ -116,29 +124,26 @@ impl Store {
     }
 }
 
-async fn connect_sqlite(
-    url: &str,
-) -> Result<(sqlx::SqlitePool, Option<BatchConnection>), StoreError> {
-    let options = SqliteConnectOptions::from_str(url)?
+async fn connect_sqlite(url: &str) -> Result<Pool, StoreError> {
+    // An in-memory database would live inside one connection, out of reach of the write
+    // connection; an ephemeral file in a private directory behaves the same and is removed with
+    // the store.
+    let (options, ephemeral) = if is_sqlite_memory(url) {
+        let directory = tempfile::Builder::new()
+            .prefix("switchyard-")
+            .tempdir()
+            .map_err(|error| StoreError::Ephemeral(error.to_string()))?;
+        let options = SqliteConnectOptions::new().filename(directory.path().join("memory.db"));
+        (options, Some(Arc::new(directory)))
+    } else {
+        (SqliteConnectOptions::from_str(url)?, None)
+    };
+    // WAL lets readers (dashboards, `GET generation`) proceed while the writer commits; NORMAL
+    // sync is durable across application crashes in WAL mode, which is what we need.
+    let options = options
         .create_if_missing(true)
         .foreign_keys(true)
-        .busy_timeout(SQLITE_BUSY_TIMEOUT);
-    if is_sqlite_memory(url) {
-        // Each connection to `:memory:` would be its own empty database, and the database vanishes
-        // when its last connection closes: keep exactly one, forever.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
-            .await?;
-        return Ok((pool, None));
-    }
-    // WAL lets readers (dashboards, `GET generation`) proceed while the batch writer commits;
-    // NORMAL sync is durable across application crashes in WAL mode, which is what we need.
-    let options = options
+        .busy_timeout(SQLITE_BUSY_TIMEOUT)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         // The default 2 MiB page cache is smaller than the generation table's indexes, so every
@@ -153,7 +158,11 @@ async fn connect_sqlite(
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect_with(options)
         .await?;
-    Ok((pool, Some(BatchConnection::open(&path)?)))
+    Ok(Pool::Sqlite {
+        pool,
+        writer: WriteConnection::open(&path)?,
+        _ephemeral: ephemeral,
+    })
 }
 
 /// Postgres keeps microseconds; truncating before writing makes SQLite store the very same instant.

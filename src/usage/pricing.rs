@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::openai::{MicroUsd, Usage};
+use crate::openai::{Cost, MicroUsd, Usage};
 
 /// A price in micro-USD per million tokens, parsed exactly from the catalog's decimal USD string
 /// (so `"0.0375"` USD/M is 37,500). Prices finer than one micro-USD per million are rejected.
@@ -101,20 +101,40 @@ pub struct Pricing {
 }
 
 impl Pricing {
+    /// The most `prompt_tokens` in and `completion_tokens` out can cost, whatever part of the
+    /// prompt turns out cached: what a request holds against its key's limit. Rounded up, so a
+    /// hold is never a fraction short of the cost it covers.
+    pub fn worst_case(&self, prompt_tokens: u64, completion_tokens: u64) -> MicroUsd {
+        let prompt_price = self.prompt.max(self.cache_write).max(self.cache_read);
+        let total = i128::from(prompt_tokens) * i128::from(prompt_price.0)
+            + i128::from(completion_tokens) * i128::from(self.completion.0);
+        let micros = (total + 999_999) / 1_000_000;
+        MicroUsd(i64::try_from(micros).unwrap_or(i64::MAX))
+    }
+
     /// The cost of one request. `prompt_tokens` includes cached and cache-write tokens (OpenAI's
     /// convention) and reasoning tokens are part of `completion_tokens`, billed at the completion
-    /// price. All terms are summed exactly, then rounded once, half up, to whole micro-USD.
-    pub fn cost(&self, usage: &Usage) -> MicroUsd {
+    /// price. All terms are summed exactly, then rounded once, half up, to whole micro-USD; the
+    /// prompt part is rounded the same way and the completion part is the rest, so the parts
+    /// always add up to the total.
+    pub fn cost(&self, usage: &Usage) -> Cost {
         let cached = usage.cached_tokens().min(usage.prompt_tokens);
         let cache_write = usage.cache_write_tokens().min(usage.prompt_tokens - cached);
         let uncached = usage.prompt_tokens - cached - cache_write;
         let term = |tokens: u64, price: Price| i128::from(tokens) * i128::from(price.0);
-        let total = term(uncached, self.prompt)
+        let prompt = term(uncached, self.prompt)
             + term(cached, self.cache_read)
-            + term(cache_write, self.cache_write)
-            + term(usage.completion_tokens, self.completion);
-        let micros = (total + 500_000) / 1_000_000;
-        MicroUsd(i64::try_from(micros).unwrap_or(i64::MAX))
+            + term(cache_write, self.cache_write);
+        let total = prompt + term(usage.completion_tokens, self.completion);
+        let round = |picos: i128| {
+            MicroUsd(i64::try_from((picos + 500_000) / 1_000_000).unwrap_or(i64::MAX))
+        };
+        let (total, prompt) = (round(total), round(prompt));
+        Cost {
+            total,
+            prompt,
+            completion: MicroUsd(total.0 - prompt.0),
+        }
     }
 }
 
@@ -161,6 +181,21 @@ mod tests {
     }
 
     #[test]
+    fn the_worst_case_prices_the_whole_prompt_at_its_dearest_rate_and_rounds_up() {
+        let pricing = Pricing {
+            prompt: price("3"),
+            completion: price("15"),
+            cache_read: price("0.3"),
+            cache_write: price("3.75"),
+        };
+        // 1000 × 3.75 + 200 × 15 = 6750 micro-USD exactly.
+        assert_eq!(pricing.worst_case(1_000, 200), MicroUsd(6_750));
+        // 1 × 3.75 = 3.75 micro-USD, held as 4.
+        assert_eq!(pricing.worst_case(1, 0), MicroUsd(4));
+        assert_eq!(Pricing::default().worst_case(1_000, 1_000), MicroUsd::ZERO);
+    }
+
+    #[test]
     fn cost_sums_every_token_kind_and_rounds_once_half_up() {
         let pricing = Pricing {
             prompt: price("3"),
@@ -179,7 +214,12 @@ mod tests {
             ..Usage::default()
         };
         // 200*3 + 600*0.3 + 200*3.75 + 100*15 = 600 + 180 + 750 + 1500 = 3030 micro-USD.
-        assert_eq!(pricing.cost(&usage), MicroUsd(3_030));
+        let cost = pricing.cost(&usage);
+        assert_eq!(cost.total, MicroUsd(3_030));
+        assert_eq!(
+            (cost.prompt, cost.completion),
+            (MicroUsd(1_530), MicroUsd(1_500))
+        );
 
         let half = Usage {
             prompt_tokens: 1,
@@ -190,7 +230,7 @@ mod tests {
             ..Pricing::default()
         };
         assert_eq!(
-            half_micro.cost(&half),
+            half_micro.cost(&half).total,
             MicroUsd(1),
             "0.5 micro-USD rounds up"
         );
@@ -198,6 +238,6 @@ mod tests {
             prompt: price("0.499999"),
             ..Pricing::default()
         };
-        assert_eq!(below.cost(&half), MicroUsd(0));
+        assert_eq!(below.cost(&half).total, MicroUsd(0));
     }
 }

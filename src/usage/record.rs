@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::pricing::Pricing;
 use super::writer::GenerationSink;
-use crate::openai::{ChatChunk, ChatRequest, MicroUsd, Usage};
+use crate::openai::{ChatChunk, ChatRequest, Cost, Usage};
 use crate::store::GenerationRow;
 
 /// The app a request came from (OpenRouter's `HTTP-Referer` and `X-Title` headers).
@@ -191,11 +191,15 @@ impl Recorder {
         }
     }
 
-    /// What this usage costs at the serving endpoint's prices; nothing if nothing served.
-    pub fn price(&self, usage: &Usage) -> MicroUsd {
-        self.served
-            .as_ref()
-            .map_or(MicroUsd::ZERO, |served| served.pricing.cost(usage))
+    /// What this usage costs at the serving endpoint's prices. Nothing if nothing served, if the
+    /// answer ended in an upstream error, or if it was empty (no completion token): the caller
+    /// pays only for answers it got. A stream the caller cancelled is not an error: it pays for
+    /// what was produced until then.
+    pub fn price(&self, usage: &Usage, errored: bool) -> Cost {
+        match &self.served {
+            Some(served) if !errored && usage.completion_tokens > 0 => served.pricing.cost(usage),
+            _ => Cost::FREE,
+        }
     }
 
     pub fn settle(mut self, outcome: Outcome<'_>) {
@@ -213,7 +217,7 @@ impl Recorder {
         let usage = usage.cloned().unwrap_or_default();
         // 499: the client closed the request (nginx's convention, which dashboards know).
         let status = if cancelled { 499 } else { status };
-        let cost = self.price(&usage);
+        let cost = self.price(&usage, error.is_some());
         let served = self.served.as_ref();
         let count = |tokens: u64| i64::try_from(tokens).unwrap_or(i64::MAX);
         let millis = |duration: Duration| i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
@@ -233,7 +237,7 @@ impl Recorder {
             cached_tokens: count(usage.cached_tokens()),
             cache_write_tokens: count(usage.cache_write_tokens()),
             reasoning_tokens: count(usage.reasoning_tokens()),
-            cost: cost.0,
+            cost: cost.total.0,
             status: i32::from(status),
             finish_reason: finish_reason.map(str::to_owned),
             streamed: self.streamed,

@@ -309,7 +309,7 @@ impl Writer {
 async fn persist(store: &Store, rows: Arc<[GenerationRow]>) {
     let mut delay = FIRST_RETRY_DELAY;
     for attempt in 1..=WRITE_ATTEMPTS {
-        let Err(error) = store.insert_generations(Arc::clone(&rows)).await else {
+        let Err(error) = store.settle_generations(Arc::clone(&rows)).await else {
             return;
         };
         if attempt == WRITE_ATTEMPTS {

@@ -40,7 +40,7 @@ async fn the_mock_model_answers_with_a_generation_id_usage_and_cost(backend: Bac
         0
     );
     // 2 tokens at $1/M + 2 tokens at $2/M = 6 micro-USD, printed exactly.
-    assert!(text.contains(r#""cost":0.000006}"#), "{text}");
+    assert!(text.contains(r#""cost":0.000006,"#), "{text}");
 }
 
 async fn an_openai_upstream_gets_the_mapped_model_and_unknown_fields_untouched(backend: Backend) {
@@ -68,7 +68,14 @@ async fn an_openai_upstream_gets_the_mapped_model_and_unknown_fields_untouched(b
     );
     // 7 uncached prompt tokens at $3/M + 3 cached at $0.30/M + 5 completion at $15/M
     // = 21 + 0.9 + 75 = 96.9 micro-USD, rounded once to 97.
-    assert!(text.contains(r#""cost":0.000097}"#), "{text}");
+    assert!(text.contains(r#""cost":0.000097,"#), "{text}");
+    // The parts: 21.9 rounds to 22 for the prompt, and the completion is the rest, 75.
+    assert!(
+        text.contains(
+            r#""cost_details":{"upstream_inference_cost":0.000097,"upstream_inference_prompt_cost":0.000022,"upstream_inference_completions_cost":0.000075}"#
+        ),
+        "{text}"
+    );
     assert_eq!(body["usage"]["prompt_tokens_details"]["cached_tokens"], 3);
 
     let sent = &upstream.received()[0];

@@ -300,7 +300,7 @@ async fn inserted_generations_are_read_back_only_by_their_key(backend: Backend) 
         ..generation("gen-2", "key-a")
     };
     store
-        .insert_generations(vec![row.clone(), failed.clone()].into())
+        .settle_generations(vec![row.clone(), failed.clone()].into())
         .await
         .unwrap();
 
@@ -322,7 +322,7 @@ async fn inserted_generations_are_read_back_only_by_their_key(backend: Backend) 
         "another key's row"
     );
     assert_eq!(store.generation("gen-3", "key-a").await.unwrap(), None);
-    store.insert_generations(Vec::new().into()).await.unwrap();
+    store.settle_generations(Vec::new().into()).await.unwrap();
     db.remove().await;
 }
 
@@ -331,7 +331,7 @@ async fn a_batch_skips_ids_that_exist_and_keeps_the_stored_row(backend: Backend)
     let store = &db.store;
     let original = generation("gen-1", "key-a");
     store
-        .insert_generations(vec![original.clone()].into())
+        .settle_generations(vec![original.clone()].into())
         .await
         .unwrap();
     let replay = GenerationRow {
@@ -340,7 +340,7 @@ async fn a_batch_skips_ids_that_exist_and_keeps_the_stored_row(backend: Backend)
     };
     let fresh = generation("gen-2", "key-a");
     store
-        .insert_generations(vec![replay, fresh.clone()].into())
+        .settle_generations(vec![replay, fresh.clone()].into())
         .await
         .unwrap();
 
@@ -362,7 +362,7 @@ async fn a_batch_larger_than_one_statement_is_inserted_whole(backend: Backend) {
     let rows: Vec<GenerationRow> = (0..3_500)
         .map(|i| generation(&format!("gen-{i}"), "key-a"))
         .collect();
-    store.insert_generations(rows.clone().into()).await.unwrap();
+    store.settle_generations(rows.clone().into()).await.unwrap();
     assert_eq!(db.count_generations().await, 3_500);
     db.remove().await;
 }
@@ -447,7 +447,7 @@ async fn usage_daily_sums_requests_tokens_and_cost_per_day_key_model_and_provide
             ..row("gen-5", "key-a", at(day_one, 2), 0)
         },
     ];
-    store.insert_generations(rows.clone().into()).await.unwrap();
+    store.settle_generations(rows.clone().into()).await.unwrap();
 
     let usage_day =
         |day: u32, key: &str, model: &str, provider: Option<&str>, requests: i64, cost: i64| {
@@ -655,7 +655,7 @@ async fn an_in_memory_database_records_generations_through_its_one_connection() 
     store.migrate().await.unwrap();
     let row = generation("gen-memory", "key-a");
     store
-        .insert_generations(vec![row.clone(), row.clone()].into())
+        .settle_generations(vec![row.clone(), row.clone()].into())
         .await
         .unwrap();
     assert_eq!(

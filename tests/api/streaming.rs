@@ -60,7 +60,7 @@ async fn a_stream_ends_with_a_usage_chunk_and_done(backend: Backend) {
         .to_owned();
     let text = response.text().await.unwrap();
     assert!(
-        text.contains(r#""cost":0.000006}"#),
+        text.contains(r#""cost":0.000006,"#),
         "cost is exact decimal text: {text}"
     );
     let events = parse_sse(&text);

@@ -1,11 +1,13 @@
-//! A dedicated connection for the generation writer's batches on a SQLite file.
+//! The one connection that writes the request path's SQLite rows: credit holds, and the
+//! generation writer's settled batches.
 //!
 //! sqlx-sqlite sends every statement, and an owned copy of every bound value, to a worker thread
 //! of its own. At thousands of generations a second that hand-off cost the gateway about a third
 //! of its CPU per request (see the README's benchmark section). Here a batch is one transaction of
-//! one cached prepared statement, bound from borrowed rows on Tokio's blocking pool. WAL mode lets
-//! the sqlx pool go on reading (and writing keys) meanwhile; the busy timeout covers the moments
-//! when two writers meet.
+//! cached prepared statements, bound from borrowed rows on Tokio's blocking pool. SQLite admits one
+//! writer at a time anyway; queueing on this connection's mutex is first come, first served,
+//! where two connections would meet in SQLite's sleeping busy handler. WAL mode lets the sqlx pool
+//! go on reading (and writing keys) meanwhile.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,11 +17,11 @@ use rusqlite::{Connection, OpenFlags};
 use super::{SQLITE_BUSY_TIMEOUT, StoreError};
 
 #[derive(Clone)]
-pub(super) struct BatchConnection(Arc<Mutex<Connection>>);
+pub(super) struct WriteConnection(Arc<Mutex<Connection>>);
 
-impl BatchConnection {
+impl WriteConnection {
     /// Opens the database file the sqlx pool has already created and set to WAL mode.
-    pub(super) fn open(path: &Path) -> Result<BatchConnection, StoreError> {
+    pub(super) fn open(path: &Path) -> Result<WriteConnection, StoreError> {
         let connection = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -28,10 +30,10 @@ impl BatchConnection {
         // The same durability and cache as the pool's connections (see `connect_sqlite`).
         connection.pragma_update(None, "synchronous", "NORMAL")?;
         connection.pragma_update(None, "cache_size", -65536)?;
-        Ok(BatchConnection(Arc::new(Mutex::new(connection))))
+        Ok(WriteConnection(Arc::new(Mutex::new(connection))))
     }
 
-    /// Runs `work` on the connection on a blocking thread; batches run one at a time.
+    /// Runs `work` on the connection on a blocking thread, one at a time.
     pub(super) async fn run<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -39,7 +41,7 @@ impl BatchConnection {
     {
         let connection = Arc::clone(&self.0);
         let joined = tokio::task::spawn_blocking(move || {
-            // A panic mid-batch rolled its transaction back when the guard dropped, so the
+            // A panic mid-transaction rolled its transaction back when the guard dropped, so the
             // connection is still usable.
             let mut connection = connection.lock().unwrap_or_else(PoisonError::into_inner);
             work(&mut connection)
