@@ -45,25 +45,48 @@ macro_rules! columns {
 }
 
 impl Store {
+    /// Inserts the key with its `key_credits` row and, when it has a limit, the ledger grant of
+    /// that limit: one transaction, so a key never exists without its credit.
     pub async fn insert_key(&self, key: &NewApiKey) -> Result<ApiKeyRow, StoreError> {
         let sql = concat!(
             "INSERT INTO api_keys (name, hash, prefix, created_at, credit_limit, limit_reset, \
              expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
             columns!()
         );
+        let credits = "INSERT INTO key_credits (key_hash, balance) VALUES ($1, $2)";
+        let grant = "INSERT INTO ledger (key_hash, kind, amount, created_at) \
+                     VALUES ($1, 'grant', $2, $3)";
         // Written by us rather than by a column default so both backends store the same instant
         // at the same (microsecond) precision.
         let created_at = super::at_microseconds(Utc::now());
-        let row = on_pool!(self, pool => sqlx::query_as(sql)
-            .bind(&key.name)
-            .bind(&key.hash)
-            .bind(&key.prefix)
-            .bind(created_at)
-            .bind(key.limit_micros)
-            .bind(&key.limit_reset)
-            .bind(key.expires_at.map(super::at_microseconds))
-            .fetch_one(pool)
-            .await?);
+        let row = on_pool!(self, pool => {
+            let mut transaction = pool.begin().await?;
+            let row: ApiKeyRow = sqlx::query_as(sql)
+                .bind(&key.name)
+                .bind(&key.hash)
+                .bind(&key.prefix)
+                .bind(created_at)
+                .bind(key.limit_micros)
+                .bind(&key.limit_reset)
+                .bind(key.expires_at.map(super::at_microseconds))
+                .fetch_one(&mut *transaction)
+                .await?;
+            sqlx::query(credits)
+                .bind(&key.hash)
+                .bind(key.limit_micros.unwrap_or(0))
+                .execute(&mut *transaction)
+                .await?;
+            if let Some(limit) = key.limit_micros {
+                sqlx::query(grant)
+                    .bind(&key.hash)
+                    .bind(limit)
+                    .bind(created_at)
+                    .execute(&mut *transaction)
+                    .await?;
+            }
+            transaction.commit().await?;
+            row
+        });
         Ok(row)
     }
 

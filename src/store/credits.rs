@@ -2,7 +2,7 @@
 //! renewing and expiring holds, and writing a settled batch (generations, ledger, rollups and
 //! `key_credits`) in one transaction. What moves is decided in `settlement`; here it is applied.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
@@ -47,7 +47,7 @@ const TAKE_HOLD_POSTGRES: &str = "WITH held AS (UPDATE key_credits SET \
      SELECT key_hash, 'charge', -$2::int8, $5, $8 FROM held RETURNING id";
 
 const INSERT_HOLD: &str = "INSERT INTO credit_holds (generation_id, key_hash, amount, \
-     period_start, holder, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+     period_start, holder, expires_at) VALUES ($1, $2, $3, $4, $5, $6)";
 
 const INSERT_LEDGER: &str = "INSERT INTO ledger (key_hash, kind, amount, generation_id, \
      created_at) VALUES ($1, $2, $3, $4, $5)";
@@ -109,6 +109,34 @@ const EXPIRE_HOLDS: &str = "DELETE FROM credit_holds WHERE expires_at < $1 \
 
 const RENEW_HOLDS: &str = "UPDATE credit_holds SET expires_at = $1 WHERE holder = $2";
 
+/// The statements above as SQLite runs them: rusqlite binds by position, and SQLite reads `$3`
+/// as a named parameter numbered by first appearance, so each `$N` becomes `?N`.
+static SQLITE: LazyLock<SqliteStatements> = LazyLock::new(|| SqliteStatements {
+    take_hold: numbered(TAKE_HOLD),
+    insert_hold: numbered(INSERT_HOLD),
+    insert_ledger: numbered(INSERT_LEDGER),
+    upsert_rollup: numbered(UPSERT_ROLLUP),
+    update_key: numbered(UPDATE_KEY),
+    release_hold: numbered(RELEASE_HOLD),
+    expire_holds: numbered(EXPIRE_HOLDS),
+    renew_holds: numbered(RENEW_HOLDS),
+});
+
+struct SqliteStatements {
+    take_hold: String,
+    insert_hold: String,
+    insert_ledger: String,
+    upsert_rollup: String,
+    update_key: String,
+    release_hold: String,
+    expire_holds: String,
+    renew_holds: String,
+}
+
+fn numbered(sql: &str) -> String {
+    sql.replace('$', "?")
+}
+
 impl Store {
     /// Takes `hold` if the key's limit can cover it: the key's `key_credits` row, the hold's
     /// row and its ledger charge move together. Returns whether the hold was taken; `false`
@@ -136,28 +164,36 @@ impl Store {
                     .run(move |connection| {
                         let transaction =
                             connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                        let taken = transaction.prepare_cached(TAKE_HOLD)?.execute(params![
-                            hold.key_hash,
-                            hold.amount,
-                            hold.period_start,
-                            hold.limit,
-                        ])? == 1;
+                        let taken =
+                            transaction
+                                .prepare_cached(&SQLITE.take_hold)?
+                                .execute(params![
+                                    hold.key_hash,
+                                    hold.amount,
+                                    hold.period_start,
+                                    hold.limit,
+                                ])?
+                                == 1;
                         if taken {
-                            transaction.prepare_cached(INSERT_HOLD)?.execute(params![
-                                hold.generation_id,
-                                hold.key_hash,
-                                hold.amount,
-                                hold.period_start,
-                                hold.holder,
-                                sqlite_time(hold.expires_at),
-                            ])?;
-                            transaction.prepare_cached(INSERT_LEDGER)?.execute(params![
-                                hold.key_hash,
-                                "charge",
-                                -hold.amount,
-                                hold.generation_id,
-                                sqlite_time(now),
-                            ])?;
+                            transaction
+                                .prepare_cached(&SQLITE.insert_hold)?
+                                .execute(params![
+                                    hold.generation_id,
+                                    hold.key_hash,
+                                    hold.amount,
+                                    hold.period_start,
+                                    hold.holder,
+                                    sqlite_time(hold.expires_at),
+                                ])?;
+                            transaction
+                                .prepare_cached(&SQLITE.insert_ledger)?
+                                .execute(params![
+                                    hold.key_hash,
+                                    "charge",
+                                    -hold.amount,
+                                    hold.generation_id,
+                                    sqlite_time(now),
+                                ])?;
                         }
                         transaction.commit()?;
                         Ok(taken)
@@ -186,7 +222,7 @@ impl Store {
                 writer
                     .run(move |connection| {
                         connection
-                            .prepare_cached(RENEW_HOLDS)?
+                            .prepare_cached(&SQLITE.renew_holds)?
                             .execute(params![sqlite_time(expires_at), holder])
                     })
                     .await? as u64
@@ -226,7 +262,7 @@ impl Store {
                         let transaction =
                             connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
                         let expired = transaction
-                            .prepare_cached(EXPIRE_HOLDS)?
+                            .prepare_cached(&SQLITE.expire_holds)?
                             .query_map(params![sqlite_time(now)], |row| {
                                 Ok(ReleasedHold {
                                     generation_id: row.get(0)?,
@@ -292,7 +328,7 @@ impl Store {
                         let inserted = insert_sqlite(&transaction, &rows)?;
                         let mut released = Vec::new();
                         {
-                            let mut release = transaction.prepare_cached(RELEASE_HOLD)?;
+                            let mut release = transaction.prepare_cached(&SQLITE.release_hold)?;
                             for row in &inserted {
                                 let hold = release
                                     .query_row(params![row.id], |found| {
@@ -337,7 +373,7 @@ fn pair_with_holds<'a>(
 }
 
 fn apply_sqlite(transaction: &Transaction<'_>, movements: &Movements<'_>) -> rusqlite::Result<()> {
-    let mut ledger = transaction.prepare_cached(INSERT_LEDGER)?;
+    let mut ledger = transaction.prepare_cached(&SQLITE.insert_ledger)?;
     for entry in &movements.ledger {
         ledger.execute(params![
             entry.key_hash,
@@ -347,7 +383,7 @@ fn apply_sqlite(transaction: &Transaction<'_>, movements: &Movements<'_>) -> rus
             sqlite_time(entry.created_at),
         ])?;
     }
-    let mut rollup = transaction.prepare_cached(UPSERT_ROLLUP)?;
+    let mut rollup = transaction.prepare_cached(&SQLITE.upsert_rollup)?;
     for delta in &movements.rollups {
         rollup.execute(params![
             delta.day.to_string(),
@@ -364,7 +400,7 @@ fn apply_sqlite(transaction: &Transaction<'_>, movements: &Movements<'_>) -> rus
             delta.cost,
         ])?;
     }
-    let mut key = transaction.prepare_cached(UPDATE_KEY)?;
+    let mut key = transaction.prepare_cached(&SQLITE.update_key)?;
     for delta in &movements.keys {
         key.execute(params![
             delta.key_hash,

@@ -35,6 +35,8 @@ pub struct TestApp {
     /// A valid key for the `Authorization` header.
     pub key: String,
     pub key_hash: String,
+    /// The app's database, for tests that read its tables directly.
+    pub database_url: String,
     pub state: AppState,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -105,6 +107,7 @@ context_length = 128000
         client: reqwest::Client::new(),
         key: created.key,
         key_hash: created.row.hash,
+        database_url: database,
         state,
         stop: Some(stop),
         server: Some(server),

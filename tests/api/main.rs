@@ -6,6 +6,8 @@ mod bedrock;
 mod chat_completions;
 mod cli;
 mod config_check;
+mod credits;
+mod dashboard;
 mod db;
 mod errors;
 mod gemini;

@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, SubsecRound, TimeZone, Utc};
 use sha2::{Digest, Sha256};
-use sqlx::{PgPool, SqlitePool};
 use switchyard::accounts::{AuthError, Keys, LimitReset};
 use switchyard::openai::MicroUsd;
 use switchyard::store::{GenerationRow, NewApiKey, Store};
 use switchyard::usage::spawn_writer;
 
+use crate::dashboard::{Dashboard, UsageDay};
 use crate::db::{Backend, drop_database, fresh_database_url};
 
 crate::on_both_backends!(
@@ -132,65 +132,6 @@ impl ManualClock {
         Keys::with_clock(store, move || {
             clock.start + Duration::from_millis(clock.elapsed_ms.load(Ordering::SeqCst))
         })
-    }
-}
-
-/// The database as a dashboard sees it: plain SQL, outside [`Store`].
-enum Dashboard {
-    Sqlite(SqlitePool),
-    Postgres(PgPool),
-}
-
-macro_rules! on_dashboard {
-    ($dashboard:expr, $pool:ident => $body:expr) => {
-        match $dashboard {
-            Dashboard::Sqlite($pool) => $body,
-            Dashboard::Postgres($pool) => $body,
-        }
-    };
-}
-
-#[derive(Debug, PartialEq, sqlx::FromRow)]
-struct UsageDay {
-    day: NaiveDate,
-    key_hash: String,
-    model: String,
-    provider: Option<String>,
-    requests: i64,
-    prompt_tokens: i64,
-    completion_tokens: i64,
-    cached_tokens: i64,
-    reasoning_tokens: i64,
-    cost: i64,
-}
-
-impl Dashboard {
-    async fn open(url: &str) -> Dashboard {
-        if url.starts_with("sqlite:") {
-            Dashboard::Sqlite(SqlitePool::connect(url).await.unwrap())
-        } else {
-            Dashboard::Postgres(PgPool::connect(url).await.unwrap())
-        }
-    }
-
-    async fn count_generations(&self) -> i64 {
-        let sql = "SELECT COUNT(*) FROM generations";
-        on_dashboard!(self, pool => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap())
-    }
-
-    async fn usage_daily(&self) -> Vec<UsageDay> {
-        let sql = "SELECT day, key_hash, model, provider, requests, prompt_tokens, \
-                   completion_tokens, cached_tokens, reasoning_tokens, cost FROM usage_daily \
-                   ORDER BY day, key_hash, model, provider";
-        on_dashboard!(self, pool => sqlx::query_as(sql).fetch_all(pool).await.unwrap())
-    }
-
-    async fn execute(&self, sql: &str) {
-        on_dashboard!(self, pool => drop(sqlx::query(sql).execute(pool).await.unwrap()));
-    }
-
-    async fn close(self) {
-        on_dashboard!(self, pool => pool.close().await);
     }
 }
 

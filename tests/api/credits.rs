@@ -1,0 +1,369 @@
+//! Credits through the gateway and the store: holds refuse what a key's limit cannot cover before
+//! anything is sent, settlement charges exactly the cost, and the books (ledger, `key_credits`,
+//! `generations`) agree afterwards, also under concurrency and across period boundaries.
+
+use chrono::{Duration as Days, TimeZone, Utc};
+use futures_util::future::join_all;
+use serde_json::{Value, json};
+use switchyard::accounts::LimitReset;
+use switchyard::accounts::period::period_start;
+use switchyard::openai::MicroUsd;
+use switchyard::store::{GenerationRow, NewHold, Store};
+
+use crate::dashboard::Dashboard;
+use crate::db::Backend;
+use crate::helpers::{TestApp, spawn_app, spawn_app_with_tables, upstream_tables};
+use crate::upstream::{Behaviour, MockUpstream};
+
+crate::on_both_backends!(
+    chat_returns_402_when_the_limit_cannot_cover_max_tokens,
+    a_settled_request_is_charged_its_cost_and_refunded_the_rest_of_its_hold,
+    concurrent_requests_never_push_a_key_past_its_limit,
+    a_cancelled_stream_on_a_limited_key_is_charged_for_what_it_produced,
+    a_daily_limit_starts_afresh_at_the_next_utc_midnight,
+    an_expired_hold_is_refunded_once_and_its_late_generation_charged_once,
+    keys_without_a_limit_are_charged_without_holding,
+);
+
+/// A key of `app` with this limit in micro-USD, as a bearer token.
+async fn limited_key(app: &TestApp, micros: i64, reset: Option<LimitReset>) -> (String, String) {
+    let created = app
+        .state
+        .keys
+        .create("limited", Some(MicroUsd(micros)), reset, None)
+        .await
+        .unwrap();
+    (created.key, created.row.hash)
+}
+
+async fn chat(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {
+    app.client
+        .post(format!("{}/v1/chat/completions", app.base))
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Three words in, echoed back: 3 prompt and 3 completion tokens on the mock, so 3 × $1/M +
+/// 3 × $2/M = 9 micro-USD. The prompt estimate is 17 bytes / 4 → 5 tokens, so with
+/// `max_tokens: 100` the hold is 5 × 1 + 100 × 2 = 205 micro-USD.
+fn echo(max_tokens: u32) -> Value {
+    json!({
+        "model": "switchyard/echo",
+        "max_tokens": max_tokens,
+        "messages": [{"role": "user", "content": "hello there again"}],
+    })
+}
+
+/// The state of one key's books, read as a dashboard would.
+#[derive(Debug, PartialEq, Eq)]
+struct Books {
+    balance: i64,
+    usage: i64,
+    held: i64,
+    holds: i64,
+    ledger: i64,
+    grants: i64,
+    generations_cost: i64,
+}
+
+async fn books(url: &str, key_hash: &str) -> Books {
+    let dashboard = Dashboard::open(url).await;
+    let number = |column: &str, table: &str| {
+        format!("SELECT {column} FROM {table} WHERE key_hash = '{key_hash}'")
+    };
+    let books = Books {
+        balance: dashboard.number(&number("balance", "key_credits")).await,
+        usage: dashboard.number(&number("usage", "key_credits")).await,
+        held: dashboard.number(&number("held", "key_credits")).await,
+        holds: dashboard.number(&number("COUNT(*)", "credit_holds")).await,
+        ledger: dashboard.number(&number("SUM(amount)", "ledger")).await,
+        grants: dashboard
+            .number(&format!(
+                "SELECT SUM(amount) FROM ledger WHERE key_hash = '{key_hash}' AND kind = 'grant'"
+            ))
+            .await,
+        generations_cost: dashboard.number(&number("SUM(cost)", "generations")).await,
+    };
+    dashboard.close().await;
+    books
+}
+
+/// Settled books: nothing held, the ledger sums to the balance, usage is what the generations
+/// cost, and the balance is the grants minus that.
+fn assert_reconciled(books: &Books) {
+    assert_eq!((books.held, books.holds), (0, 0), "{books:?}");
+    assert_eq!(books.ledger, books.balance, "{books:?}");
+    assert_eq!(books.usage, books.generations_cost, "{books:?}");
+    assert_eq!(books.balance, books.grants - books.usage, "{books:?}");
+}
+
+async fn chat_returns_402_when_the_limit_cannot_cover_max_tokens(backend: Backend) {
+    let upstream = MockUpstream::start(Behaviour::Reply { text: "hi" }).await;
+    let app = spawn_app_with_tables(backend, upstream_tables(&upstream, "acme", "acme/chat")).await;
+    let (key, hash) = limited_key(&app, 100, None).await;
+    // 1000 output tokens at $15/M alone is 15,000 micro-USD, far above the 100 left.
+    let body = json!({
+        "model": "acme/chat",
+        "max_tokens": 1000,
+        "messages": [{"role": "user", "content": "hello"}],
+    });
+    let response = chat(&app, &key, &body).await;
+    assert_eq!(response.status(), 402);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["code"], 402);
+    assert_eq!(error["error"]["type"], "insufficient_credits");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("$0.0001"), "{message}");
+    assert!(message.contains("max_tokens"), "{message}");
+    assert!(upstream.received().is_empty(), "nothing is sent upstream");
+
+    // A request whose worst case fits is served.
+    let small = json!({
+        "model": "acme/chat",
+        "max_tokens": 2,
+        "messages": [{"role": "user", "content": "hello"}],
+    });
+    assert_eq!(chat(&app, &key, &small).await.status(), 200);
+    app.flush().await;
+    let books = books(&app.database_url, &hash).await;
+    assert_reconciled(&books);
+    app.stop().await;
+}
+
+async fn a_settled_request_is_charged_its_cost_and_refunded_the_rest_of_its_hold(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (key, hash) = limited_key(&app, 1_000_000, None).await;
+    let response = chat(&app, &key, &echo(100)).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["usage"]["cost"], json!(0.000009));
+    app.flush().await;
+
+    let dashboard = Dashboard::open(&app.database_url).await;
+    let movements = dashboard
+        .number(&format!(
+            "SELECT COUNT(*) FROM ledger WHERE key_hash = '{hash}' AND kind <> 'grant'"
+        ))
+        .await;
+    let charge = dashboard
+        .number(&format!(
+            "SELECT SUM(amount) FROM ledger WHERE key_hash = '{hash}' AND kind = 'charge'"
+        ))
+        .await;
+    let refund = dashboard
+        .number(&format!(
+            "SELECT SUM(amount) FROM ledger WHERE key_hash = '{hash}' AND kind = 'refund'"
+        ))
+        .await;
+    dashboard.close().await;
+    assert_eq!(
+        movements, 2,
+        "the hold's charge and the refund of its unused part"
+    );
+    assert_eq!((charge, refund), (-205, 196));
+
+    let books = books(&app.database_url, &hash).await;
+    assert_eq!(books.usage, 9);
+    assert_eq!(books.balance, 1_000_000 - 9);
+    assert_reconciled(&books);
+    app.stop().await;
+}
+
+async fn concurrent_requests_never_push_a_key_past_its_limit(backend: Backend) {
+    let app = spawn_app(backend).await;
+    // Room for four 205 micro-USD holds at a time; 200 requests of 9 micro-USD would spend 1,800.
+    let limit = 1_000;
+    let (key, hash) = limited_key(&app, limit, None).await;
+    let body = echo(100);
+    let statuses = join_all((0..200).map(|_| chat(&app, &key, &body)))
+        .await
+        .into_iter()
+        .map(|response| response.status().as_u16())
+        .collect::<Vec<_>>();
+    let served = statuses.iter().filter(|&&status| status == 200).count() as i64;
+    assert!(
+        statuses
+            .iter()
+            .all(|&status| status == 200 || status == 402),
+        "{statuses:?}"
+    );
+    assert!(served >= 4, "at least the first holds fit: {statuses:?}");
+    app.flush().await;
+
+    let books = books(&app.database_url, &hash).await;
+    assert_reconciled(&books);
+    assert_eq!(
+        books.usage,
+        served * 9,
+        "each served request is charged once"
+    );
+    assert!(books.usage <= limit, "{books:?}");
+    let refused = Dashboard::open(&app.database_url).await;
+    let recorded_402 = refused
+        .number(&format!(
+            "SELECT COUNT(*) FROM generations WHERE key_hash = '{hash}' AND status = 402"
+        ))
+        .await;
+    refused.close().await;
+    assert_eq!(recorded_402, 200 - served, "every refusal is recorded");
+    app.stop().await;
+}
+
+async fn a_cancelled_stream_on_a_limited_key_is_charged_for_what_it_produced(backend: Backend) {
+    let upstream = MockUpstream::start(Behaviour::Endless).await;
+    let app = spawn_app_with_tables(backend, upstream_tables(&upstream, "acme", "acme/chat")).await;
+    let (key, hash) = limited_key(&app, 10_000_000, None).await;
+    let body = json!({
+        "model": "acme/chat",
+        "stream": true,
+        "max_tokens": 1000,
+        "messages": [{"role": "user", "content": "count forever"}],
+    });
+    let mut response = chat(&app, &key, &body).await;
+    assert_eq!(response.status(), 200);
+    let first = response.chunk().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+    upstream.release();
+    drop(response);
+    upstream.stream_dropped().await;
+
+    // The writer settles the cancelled generation once the gateway notices the hang-up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let books = loop {
+        app.flush().await;
+        let books = books(&app.database_url, &hash).await;
+        if books.holds == 0 || std::time::Instant::now() > deadline {
+            break books;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_reconciled(&books);
+    assert!(books.usage > 0, "the tokens produced are billed: {books:?}");
+    app.stop().await;
+}
+
+/// Holds taken straight through the store at a chosen instant: the limit of a daily key resets at
+/// 00:00 UTC, so spend from yesterday does not count today.
+async fn a_daily_limit_starts_afresh_at_the_next_utc_midnight(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, hash) = limited_key(&app, 1_000, Some(LimitReset::Daily)).await;
+    let store: &Store = &app.state.store;
+    let late = Utc.with_ymd_and_hms(2026, 11, 23, 23, 59, 59).unwrap();
+    let hold = |id: &'static str, at| NewHold {
+        generation_id: id,
+        key_hash: &hash,
+        amount: 600,
+        limit: 1_000,
+        period_start: period_start(Some(LimitReset::Daily), at),
+        holder: "test",
+        expires_at: Utc::now() + Days::minutes(5),
+    };
+    assert!(store.take_hold(&hold("gen-a", late)).await.unwrap());
+    assert!(
+        !store.take_hold(&hold("gen-b", late)).await.unwrap(),
+        "1,200 of a 1,000 limit on one day"
+    );
+    let next_day = late + Days::seconds(1);
+    assert!(
+        store.take_hold(&hold("gen-c", next_day)).await.unwrap(),
+        "a new day, a new limit"
+    );
+    assert!(!store.take_hold(&hold("gen-d", next_day)).await.unwrap());
+    let dashboard = Dashboard::open(&app.database_url).await;
+    let spent = dashboard
+        .number(&format!(
+            "SELECT period_spent FROM key_credits WHERE key_hash = '{hash}'"
+        ))
+        .await;
+    dashboard.close().await;
+    assert_eq!(spent, 600, "only today's hold counts against today");
+    app.stop().await;
+}
+
+async fn an_expired_hold_is_refunded_once_and_its_late_generation_charged_once(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, hash) = limited_key(&app, 5_000, None).await;
+    let store: &Store = &app.state.store;
+    let hold = NewHold {
+        generation_id: "gen-lost",
+        key_hash: &hash,
+        amount: 700,
+        limit: 5_000,
+        period_start: 0,
+        holder: "a-gateway-that-died",
+        expires_at: Utc::now() - Days::seconds(1),
+    };
+    assert!(store.take_hold(&hold).await.unwrap());
+    assert_eq!(books(&app.database_url, &hash).await.held, 700);
+
+    assert_eq!(store.release_expired_holds(Utc::now()).await.unwrap(), 1);
+    assert_eq!(
+        store.release_expired_holds(Utc::now()).await.unwrap(),
+        0,
+        "a hold is released once"
+    );
+    let released = books(&app.database_url, &hash).await;
+    assert_eq!((released.held, released.balance), (0, 5_000));
+
+    // The generation turns up after all (its gateway was only cut off): charged once, in full.
+    let row = GenerationRow {
+        id: "gen-lost".to_owned(),
+        key_hash: hash.clone(),
+        model: "switchyard/echo".to_owned(),
+        provider: Some("mock".to_owned()),
+        upstream_model: Some("echo".to_owned()),
+        app_referer: None,
+        app_title: None,
+        created_at: Utc::now(),
+        latency_ms: 5,
+        ttft_ms: Some(1),
+        prompt_tokens: 10,
+        completion_tokens: 10,
+        cached_tokens: 0,
+        cache_write_tokens: 0,
+        reasoning_tokens: 0,
+        cost: 30,
+        status: 200,
+        finish_reason: Some("stop".to_owned()),
+        streamed: false,
+        cancelled: false,
+        attempts: "[]".to_owned(),
+        error: None,
+    };
+    store
+        .settle_generations(vec![row.clone()].into())
+        .await
+        .unwrap();
+    store.settle_generations(vec![row].into()).await.unwrap();
+    let books = books(&app.database_url, &hash).await;
+    assert_eq!(books.usage, 30);
+    assert_reconciled(&books);
+    app.stop().await;
+}
+
+async fn keys_without_a_limit_are_charged_without_holding(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let response = app.post_chat(&echo(100)).await;
+    assert_eq!(response.status(), 200);
+    app.flush().await;
+    let books = books(&app.database_url, &app.key_hash).await;
+    assert_eq!(books.usage, 9);
+    assert_eq!(
+        books.balance, -9,
+        "no grants: the balance is minus the spend"
+    );
+    assert_reconciled(&books);
+    let dashboard = Dashboard::open(&app.database_url).await;
+    let kinds = dashboard
+        .number(&format!(
+            "SELECT COUNT(*) FROM ledger WHERE key_hash = '{}'",
+            app.key_hash
+        ))
+        .await;
+    dashboard.close().await;
+    assert_eq!(kinds, 1, "one charge, no hold");
+    app.stop().await;
+}
