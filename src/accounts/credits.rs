@@ -140,7 +140,8 @@ impl Credits {
         let credits = self.clone();
         let period = (self.inner.lease / 3).max(Duration::from_millis(10));
         let task = tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(period);
+            // The first round ran when the app was built.
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;

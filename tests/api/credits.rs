@@ -5,13 +5,14 @@
 use chrono::{Duration as Days, TimeZone, Utc};
 use futures_util::future::join_all;
 use serde_json::{Value, json};
-use switchyard::accounts::LimitReset;
 use switchyard::accounts::period::period_start;
+use switchyard::accounts::{Keys, LimitReset};
 use switchyard::openai::MicroUsd;
 use switchyard::store::{GenerationRow, NewHold, Store};
 
 use crate::dashboard::Dashboard;
-use crate::db::Backend;
+use crate::db::{Backend, drop_database, fresh_database_url};
+use crate::gateway_process::GatewayProcess;
 use crate::helpers::{TestApp, spawn_app, spawn_app_with_tables, upstream_tables};
 use crate::upstream::{Behaviour, MockUpstream};
 
@@ -23,6 +24,8 @@ crate::on_both_backends!(
     a_daily_limit_starts_afresh_at_the_next_utc_midnight,
     an_expired_hold_is_refunded_once_and_its_late_generation_charged_once,
     keys_without_a_limit_are_charged_without_holding,
+    two_gateway_processes_sharing_a_database_never_overspend_a_key,
+    holds_of_a_killed_gateway_are_refunded_after_it_restarts,
 );
 
 /// A key of `app` with this limit in micro-USD, as a bearer token.
@@ -69,26 +72,33 @@ struct Books {
     generations_cost: i64,
 }
 
+/// One snapshot of the books: the gateways go on writing while a test reads.
 async fn books(url: &str, key_hash: &str) -> Books {
-    let dashboard = Dashboard::open(url).await;
-    let number = |column: &str, table: &str| {
+    let of_key = |column: &str, table: &str| {
         format!("SELECT {column} FROM {table} WHERE key_hash = '{key_hash}'")
     };
-    let books = Books {
-        balance: dashboard.number(&number("balance", "key_credits")).await,
-        usage: dashboard.number(&number("usage", "key_credits")).await,
-        held: dashboard.number(&number("held", "key_credits")).await,
-        holds: dashboard.number(&number("COUNT(*)", "credit_holds")).await,
-        ledger: dashboard.number(&number("SUM(amount)", "ledger")).await,
-        grants: dashboard
-            .number(&format!(
-                "SELECT SUM(amount) FROM ledger WHERE key_hash = '{key_hash}' AND kind = 'grant'"
-            ))
-            .await,
-        generations_cost: dashboard.number(&number("SUM(cost)", "generations")).await,
-    };
+    let queries = [
+        of_key("balance", "key_credits"),
+        of_key("usage", "key_credits"),
+        of_key("held", "key_credits"),
+        of_key("COUNT(*)", "credit_holds"),
+        of_key("SUM(amount)", "ledger"),
+        format!("SELECT SUM(amount) FROM ledger WHERE key_hash = '{key_hash}' AND kind = 'grant'"),
+        of_key("SUM(cost)", "generations"),
+    ];
+    let dashboard = Dashboard::open(url).await;
+    let queries: Vec<&str> = queries.iter().map(String::as_str).collect();
+    let numbers = dashboard.numbers(&queries).await;
     dashboard.close().await;
-    books
+    Books {
+        balance: numbers[0],
+        usage: numbers[1],
+        held: numbers[2],
+        holds: numbers[3],
+        ledger: numbers[4],
+        grants: numbers[5],
+        generations_cost: numbers[6],
+    }
 }
 
 /// Settled books: nothing held, the ledger sums to the balance, usage is what the generations
@@ -284,9 +294,11 @@ async fn a_daily_limit_starts_afresh_at_the_next_utc_midnight(backend: Backend) 
 }
 
 async fn an_expired_hold_is_refunded_once_and_its_late_generation_charged_once(backend: Backend) {
-    let app = spawn_app(backend).await;
-    let (_, hash) = limited_key(&app, 5_000, None).await;
-    let store: &Store = &app.state.store;
+    // A store without a gateway, whose upkeep would race the test to the expired hold.
+    let url = fresh_database_url(backend).await;
+    let store = Store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let (_, hash) = create_key(&url, 5_000).await;
     let hold = NewHold {
         generation_id: "gen-lost",
         key_hash: &hash,
@@ -297,7 +309,7 @@ async fn an_expired_hold_is_refunded_once_and_its_late_generation_charged_once(b
         expires_at: Utc::now() - Days::seconds(1),
     };
     assert!(store.take_hold(&hold).await.unwrap());
-    assert_eq!(books(&app.database_url, &hash).await.held, 700);
+    assert_eq!(books(&url, &hash).await.held, 700);
 
     assert_eq!(store.release_expired_holds(Utc::now()).await.unwrap(), 1);
     assert_eq!(
@@ -305,7 +317,7 @@ async fn an_expired_hold_is_refunded_once_and_its_late_generation_charged_once(b
         0,
         "a hold is released once"
     );
-    let released = books(&app.database_url, &hash).await;
+    let released = books(&url, &hash).await;
     assert_eq!((released.held, released.balance), (0, 5_000));
 
     // The generation turns up after all (its gateway was only cut off): charged once, in full.
@@ -338,10 +350,12 @@ async fn an_expired_hold_is_refunded_once_and_its_late_generation_charged_once(b
         .await
         .unwrap();
     store.settle_generations(vec![row].into()).await.unwrap();
-    let books = books(&app.database_url, &hash).await;
+    let books = books(&url, &hash).await;
     assert_eq!(books.usage, 30);
     assert_reconciled(&books);
-    app.stop().await;
+    assert_eq!(generations_charged_wrongly(&url).await, 0);
+    drop(store);
+    drop_database(&url).await;
 }
 
 async fn keys_without_a_limit_are_charged_without_holding(backend: Backend) {
@@ -366,4 +380,169 @@ async fn keys_without_a_limit_are_charged_without_holding(backend: Backend) {
     dashboard.close().await;
     assert_eq!(kinds, 1, "one charge, no hold");
     app.stop().await;
+}
+
+/// The mock model at $1/M in and $2/M out, as `spawn_app` configures it.
+const ECHO_TABLES: &str = r#"
+[[providers]]
+id = "mock"
+kind = "mock"
+
+[[models]]
+id = "switchyard/echo"
+context_length = 128000
+  [[models.endpoints]]
+  provider = "mock"
+  upstream = "echo"
+  prompt = "1"
+  completion = "2"
+  max_output = 16384
+"#;
+
+/// Every generation's ledger movements add up to minus its cost, and a hold with no generation
+/// (its gateway died) to nothing: the count of those that do not.
+async fn generations_charged_wrongly(url: &str) -> i64 {
+    let dashboard = Dashboard::open(url).await;
+    let wrong = dashboard
+        .number(
+            "SELECT COUNT(*) FROM (SELECT generation_id, SUM(amount) AS moved FROM ledger \
+             WHERE generation_id IS NOT NULL GROUP BY generation_id) m \
+             LEFT JOIN generations g ON g.id = m.generation_id \
+             WHERE m.moved <> -COALESCE(g.cost, 0)",
+        )
+        .await;
+    dashboard.close().await;
+    wrong
+}
+
+async fn create_key(url: &str, micros: i64) -> (String, String) {
+    let store = Store::connect(url).await.unwrap();
+    let created = Keys::new(store)
+        .create("shared", Some(MicroUsd(micros)), None, None)
+        .await
+        .unwrap();
+    (created.key, created.row.hash)
+}
+
+async fn post(client: &reqwest::Client, base: &str, key: &str, body: &Value) -> u16 {
+    client
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn two_gateway_processes_sharing_a_database_never_overspend_a_key(backend: Backend) {
+    let url = fresh_database_url(backend).await;
+    let first = GatewayProcess::start(&url, ECHO_TABLES).await;
+    let second = GatewayProcess::start(&url, ECHO_TABLES).await;
+    let limit = 1_000;
+    let (key, hash) = create_key(&url, limit).await;
+    let client = reqwest::Client::new();
+    let body = echo(100);
+    let statuses = join_all((0..200).map(|i| {
+        let base = if i % 2 == 0 {
+            &first.base
+        } else {
+            &second.base
+        };
+        post(&client, base, &key, &body)
+    }))
+    .await;
+    assert!(
+        statuses
+            .iter()
+            .all(|&status| status == 200 || status == 402),
+        "{statuses:?}"
+    );
+    let served = statuses.iter().filter(|&&status| status == 200).count() as i64;
+    assert!(served >= 4, "{statuses:?}");
+    first.stop().await;
+    second.stop().await;
+
+    let books = books(&url, &hash).await;
+    assert_reconciled(&books);
+    assert_eq!(books.usage, served * 9);
+    assert!(books.usage <= limit, "{books:?}");
+    assert_eq!(generations_charged_wrongly(&url).await, 0);
+    drop_database(&url).await;
+}
+
+async fn holds_of_a_killed_gateway_are_refunded_after_it_restarts(backend: Backend) {
+    let upstream = MockUpstream::start(Behaviour::Hang).await;
+    let url = fresh_database_url(backend).await;
+    let tables = format!(
+        "[credits]\nhold_lease = \"1s\"\n{}",
+        upstream_tables(&upstream, "acme", "acme/chat")
+    );
+    let gateway = GatewayProcess::start(&url, &tables).await;
+    let (key, hash) = create_key(&url, 10_000_000).await;
+    let body = json!({
+        "model": "acme/chat",
+        "max_tokens": 100,
+        "messages": [{"role": "user", "content": "never answered"}],
+    });
+    let client = reqwest::Client::new();
+    let in_flight: Vec<_> = (0..5)
+        .map(|_| {
+            let (client, base, key, body) = (
+                client.clone(),
+                gateway.base.clone(),
+                key.clone(),
+                body.clone(),
+            );
+            tokio::spawn(async move { post(&client, &base, &key, &body).await })
+        })
+        .collect();
+    let held = wait_for(&url, &hash, |books| books.holds == 5).await;
+    assert!(held.held > 0 && held.balance < 10_000_000, "{held:?}");
+    gateway.kill_hard();
+    for request in in_flight {
+        // Each request's connection died with the gateway, which fails (panics) its task.
+        assert!(request.await.is_err());
+    }
+    let still_held = books(&url, &hash).await;
+    assert_eq!(
+        still_held.holds, 5,
+        "a killed gateway releases nothing itself"
+    );
+
+    let restarted = GatewayProcess::start(&url, &tables).await;
+    let released = wait_for(&url, &hash, |books| books.holds == 0).await;
+    assert_reconciled(&released);
+    assert_eq!(
+        released.balance, 10_000_000,
+        "every hold was refunded whole"
+    );
+    assert_eq!(generations_charged_wrongly(&url).await, 0);
+
+    // The restarted gateway serves and charges as usual.
+    upstream.set(Behaviour::Reply { text: "back again" });
+    assert_eq!(post(&client, &restarted.base, &key, &body).await, 200);
+    restarted.stop().await;
+    let settled = books(&url, &hash).await;
+    assert_reconciled(&settled);
+    assert!(settled.usage > 0);
+    assert_eq!(generations_charged_wrongly(&url).await, 0);
+    drop_database(&url).await;
+}
+
+/// Polls the books until `done` holds, for at most ten seconds (leases and sweeps are timed).
+async fn wait_for(url: &str, key_hash: &str, done: impl Fn(&Books) -> bool) -> Books {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let books = books(url, key_hash).await;
+        if done(&books) {
+            return books;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up waiting: {books:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

@@ -55,8 +55,22 @@ impl Dashboard {
 
     /// A query that answers one integer, e.g. `SELECT SUM(cost) FROM generations`; `NULL` is 0.
     pub async fn number(&self, sql: &str) -> i64 {
-        let sql = format!("SELECT CAST(COALESCE(({sql}), 0) AS BIGINT)");
-        on_dashboard!(self, pool => sqlx::query_scalar::<_, i64>(&sql).fetch_one(pool).await.unwrap())
+        self.numbers(&[sql]).await[0]
+    }
+
+    /// Several such queries in one statement, so all answers come from one snapshot.
+    pub async fn numbers(&self, queries: &[&str]) -> Vec<i64> {
+        let columns: Vec<String> = queries
+            .iter()
+            .map(|sql| format!("CAST(COALESCE(({sql}), 0) AS BIGINT)"))
+            .collect();
+        let sql = format!("SELECT {}", columns.join(", "));
+        on_dashboard!(self, pool => {
+            let row = sqlx::query(&sql).fetch_one(pool).await.unwrap();
+            (0..queries.len())
+                .map(|index| sqlx::Row::try_get::<i64, _>(&row, index).unwrap())
+                .collect()
+        })
     }
 
     pub async fn execute(&self, sql: &str) {

@@ -10,6 +10,7 @@ mod credits;
 mod dashboard;
 mod db;
 mod errors;
+mod gateway_process;
 mod gemini;
 mod health;
 mod helpers;
