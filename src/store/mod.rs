@@ -3,6 +3,7 @@
 
 mod api_keys;
 mod generations;
+mod key_usage;
 mod sqlite_batch;
 
 use std::str::FromStr;
@@ -12,8 +13,9 @@ use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-pub use api_keys::{ApiKeyRow, NewApiKey};
+pub use api_keys::{ApiKeyRow, KeyUpdate, NewApiKey};
 pub use generations::GenerationRow;
+pub use key_usage::{CreditTotalsRow, KeyPage, KeyUsageRow, UsageWindows};
 use sqlite_batch::BatchConnection;
 
 #[derive(Debug, thiserror::Error)]
