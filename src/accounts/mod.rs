@@ -3,5 +3,10 @@
 
 mod keys;
 pub mod period;
+mod statement;
 
-pub use keys::{AuthError, AuthedKey, CreatedKey, Keys, LimitReset};
+pub use keys::{
+    AuthError, AuthedKey, CreatedKey, KeyChange, KeyError, Keys, LimitReset, parse_expiry,
+    parse_limit, parse_limit_reset,
+};
+pub use statement::{CreditTotals, KeyStatement, limit_remaining};
