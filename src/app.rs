@@ -9,6 +9,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::accounts::Keys;
+use crate::api::admin::AdminToken;
 use crate::api::endpoints::ModelEndpoints;
 use crate::api::json::BodyLimit;
 use crate::api::models::ModelList;
@@ -51,6 +52,7 @@ impl App {
         let max_body = config.server.max_body.0;
         let models = ModelList::render(&catalog);
         let keys = Arc::new(Keys::new(store.clone()));
+        let admin = AdminToken::new(config.server.admin_token.as_deref());
         // One tracker for every serving thread: an endpoint that fails on one thread is avoided
         // on all of them.
         let health = Arc::new(HealthTracker::new(&catalog, &config.health));
@@ -77,6 +79,7 @@ impl App {
                         keepalive: config.server.sse_keepalive.0,
                     },
                     body_limit: BodyLimit(max_body),
+                    admin,
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
