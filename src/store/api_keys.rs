@@ -154,6 +154,7 @@ impl Store {
                 .await?
                 .rows_affected();
             if found == 0 {
+                tx.rollback().await?;
                 return Ok(None);
             }
             let old: Option<i64> = sqlx::query_scalar(old_limit)
