@@ -11,6 +11,7 @@ mod errors;
 mod gemini;
 mod health;
 mod helpers;
+mod keys;
 mod models;
 mod params;
 mod routing;
