@@ -18,6 +18,7 @@ on_both_backends!(
     a_created_key_is_shown_once_and_works_for_chat,
     patch_changes_name_limit_and_reset_and_a_disabled_key_is_refused_at_once,
     grants_in_the_ledger_sum_to_the_limit_after_every_change,
+    concurrent_limit_changes_leave_grants_summing_to_the_final_limit,
     a_deleted_key_is_refused_and_no_longer_found_but_its_ledger_stays,
     an_expired_key_is_refused,
     the_provisioning_api_needs_the_admin_token,
@@ -213,6 +214,27 @@ async fn grants_in_the_ledger_sum_to_the_limit_after_every_change(backend: Backe
     let (_, unlimited) = create(&app, json!({"name": "unlimited"})).await;
     assert_eq!(sql.grant_rows(&unlimited).await, 0);
     assert_eq!(sql.balance(&unlimited).await, 0);
+    sql.close().await;
+}
+
+async fn concurrent_limit_changes_leave_grants_summing_to_the_final_limit(backend: Backend) {
+    let app = spawn(backend).await;
+    let (_, hash) = create(&app, json!({"name": "contended", "limit": 1})).await;
+    let path = format!("/v1/keys/{hash}");
+    let changes = (1..=16).map(|dollars| {
+        let (app, path) = (&app, &path);
+        async move {
+            let patch = Some(json!({"limit": dollars}));
+            json_of(admin(app, Method::PATCH, path, patch).await, 200).await;
+        }
+    });
+    futures_util::future::join_all(changes).await;
+    let shown = json_of(admin(&app, Method::GET, &path, None).await, 200).await;
+    let limit = (shown["data"]["limit"].as_f64().unwrap() * 1e6).round() as i64;
+    let sql = Sql::open(&app.database_url).await;
+    assert_eq!(sql.grants(&hash).await, limit, "whichever change came last");
+    assert_eq!(sql.balance(&hash).await, limit);
+    assert_eq!(sql.ledger_sum(&hash).await, limit);
     sql.close().await;
 }
 
