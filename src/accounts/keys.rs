@@ -271,9 +271,8 @@ impl Keys {
         Ok(CreatedKey { key, row })
     }
 
-    /// Changes a key. This process sees the change at once; other processes within the cache's
-    /// one-second window.
-    /// Returns the key's statement as it is after the change.
+    /// Changes a key and returns its statement as it is afterwards. This process sees the change
+    /// at once; other processes within the cache's one-second window.
     pub async fn update(&self, hash: &str, change: KeyChange) -> Result<KeyStatement, KeyError> {
         let update = KeyUpdate {
             name: change.name.as_deref().map(valid_name).transpose()?,
