@@ -9,6 +9,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::accounts::{Credits, Keys, Upkeep};
+use crate::api::admin::AdminToken;
 use crate::api::endpoints::ModelEndpoints;
 use crate::api::json::BodyLimit;
 use crate::api::models::ModelList;
@@ -61,6 +62,7 @@ impl App {
             .await
             .context("cannot release expired credit holds")?;
         let upkeep = credits.spawn_upkeep();
+        let admin = AdminToken::new(config.server.admin_token.as_deref());
         // One tracker for every serving thread: an endpoint that fails on one thread is avoided
         // on all of them.
         let health = Arc::new(HealthTracker::new(&catalog, &config.health));
@@ -88,6 +90,7 @@ impl App {
                         keepalive: config.server.sse_keepalive.0,
                     },
                     body_limit: BodyLimit(max_body),
+                    admin,
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;

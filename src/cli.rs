@@ -4,14 +4,17 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 
-use crate::accounts::{Keys, LimitReset};
+use crate::accounts::{
+    KeyChange, KeyStatement, Keys, LimitReset, parse_expiry, parse_limit, parse_limit_reset,
+};
 use crate::app::App;
 use crate::config::{self, LoadedConfig};
 use crate::openai::MicroUsd;
 use crate::routing::Catalog;
-use crate::store::Store;
+use crate::store::{KeyPage, Store};
 use crate::{shutdown, telemetry};
 
 #[derive(Debug, Parser)]
@@ -50,15 +53,63 @@ pub enum KeysCommand {
         #[arg(long)]
         name: String,
         /// Spending limit in USD, e.g. 25 or 0.50.
-        #[arg(long)]
-        limit: Option<String>,
+        #[arg(long, value_parser = usd)]
+        limit: Option<MicroUsd>,
         #[arg(long, value_enum)]
         limit_reset: Option<LimitReset>,
+        /// When the key stops working, RFC 3339, e.g. 2027-12-31T23:59:59Z.
+        #[arg(long, value_parser = expiry)]
+        expires_at: Option<DateTime<Utc>>,
     },
     /// One line per key: hash, name, prefix, disabled, limit.
     List,
     /// Disable a key by its hash.
     Disable { hash: String },
+    /// Enable a disabled key again.
+    Enable { hash: String },
+    /// Change a key's name, limit or limit reset; `none` clears a limit or a reset.
+    Update {
+        hash: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// USD, or `none` for unlimited.
+        #[arg(long, value_parser = usd_or_none)]
+        limit: Option<OrNone<MicroUsd>>,
+        /// daily, weekly, monthly, or `none` for a limit that never resets.
+        #[arg(long, value_parser = reset_or_none)]
+        limit_reset: Option<OrNone<LimitReset>>,
+    },
+    /// Delete a key; its usage history stays.
+    Delete { hash: String },
+}
+
+/// A setting's new value, or `none` to clear it. A wrapper because clap reads `Option<Option<T>>`
+/// as a flag whose value may be left out.
+#[derive(Debug, Clone)]
+pub struct OrNone<T>(Option<T>);
+
+fn usd(text: &str) -> Result<MicroUsd, String> {
+    parse_limit(text).map_err(|error| error.to_string())
+}
+
+fn expiry(text: &str) -> Result<DateTime<Utc>, String> {
+    parse_expiry(text).map_err(|error| error.to_string())
+}
+
+fn usd_or_none(text: &str) -> Result<OrNone<MicroUsd>, String> {
+    if text == "none" {
+        return Ok(OrNone(None));
+    }
+    usd(text).map(|limit| OrNone(Some(limit)))
+}
+
+fn reset_or_none(text: &str) -> Result<OrNone<LimitReset>, String> {
+    if text == "none" {
+        return Ok(OrNone(None));
+    }
+    parse_limit_reset(text)
+        .map(|reset| OrNone(Some(reset)))
+        .map_err(|error| error.to_string())
 }
 
 impl Cli {
@@ -126,22 +177,15 @@ fn models(loaded: &LoadedConfig) -> anyhow::Result<()> {
 }
 
 async fn keys(loaded: &LoadedConfig, command: KeysCommand) -> anyhow::Result<()> {
-    let store = open_store(loaded).await?;
+    let keys = Keys::new(open_store(loaded).await?);
     match command {
         KeysCommand::Create {
             name,
             limit,
             limit_reset,
+            expires_at,
         } => {
-            let limit = limit
-                .map(|usd| MicroUsd::parse_usd(&usd))
-                .map(|parsed| {
-                    parsed.context("--limit must be a decimal amount of USD, e.g. 25 or 0.50")
-                })
-                .transpose()?;
-            let created = Keys::new(store)
-                .create(&name, limit, limit_reset, None)
-                .await?;
+            let created = keys.create(&name, limit, limit_reset, expires_at).await?;
             println!("{}", created.key);
             eprintln!(
                 "hash {} — store the key now; it is not shown again",
@@ -149,26 +193,65 @@ async fn keys(loaded: &LoadedConfig, command: KeysCommand) -> anyhow::Result<()>
             );
         }
         KeysCommand::List => {
-            for key in store.list_keys().await? {
-                let limit = key
-                    .limit_micros
-                    .map_or("unlimited".to_owned(), |m| MicroUsd(m).to_usd_string());
-                println!(
-                    "{}\t{}\t{}\t{}\t{}",
-                    key.hash,
-                    key.name,
-                    key.prefix,
-                    if key.disabled { "disabled" } else { "enabled" },
-                    limit
-                );
+            let every_key = KeyPage {
+                include_disabled: true,
+                offset: 0,
+                limit: None,
+            };
+            for statement in keys.statements(every_key).await? {
+                print_key(&statement);
             }
         }
-        KeysCommand::Disable { hash } => {
-            if !store.set_key_disabled(&hash, true).await? {
-                anyhow::bail!("no key with hash {hash}");
-            }
-            println!("disabled {hash}");
+        KeysCommand::Disable { hash } => set_disabled(&keys, &hash, true).await?,
+        KeysCommand::Enable { hash } => set_disabled(&keys, &hash, false).await?,
+        KeysCommand::Update {
+            hash,
+            name,
+            limit,
+            limit_reset,
+        } => {
+            let change = KeyChange {
+                name,
+                disabled: None,
+                limit: limit.map(|OrNone(limit)| limit),
+                limit_reset: limit_reset.map(|OrNone(reset)| reset),
+            };
+            print_key(&keys.update(&hash, change).await?);
+        }
+        KeysCommand::Delete { hash } => {
+            keys.delete(&hash).await?;
+            println!("deleted {hash}");
         }
     }
     Ok(())
+}
+
+async fn set_disabled(keys: &Keys, hash: &str, disabled: bool) -> anyhow::Result<()> {
+    let change = KeyChange {
+        disabled: Some(disabled),
+        ..KeyChange::default()
+    };
+    let statement = keys.update(hash, change).await?;
+    let state = if statement.disabled {
+        "disabled"
+    } else {
+        "enabled"
+    };
+    println!("{state} {hash}");
+    Ok(())
+}
+
+/// The `keys list` line: hash, name, display prefix, enabled or disabled, limit; tab-separated.
+fn print_key(key: &KeyStatement) {
+    let limit = key
+        .limit
+        .map_or("unlimited".to_owned(), MicroUsd::to_usd_string);
+    println!(
+        "{}\t{}\t{}\t{}\t{}",
+        key.hash,
+        key.name,
+        key.label,
+        if key.disabled { "disabled" } else { "enabled" },
+        limit
+    );
 }

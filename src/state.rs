@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 
 use crate::accounts::Keys;
+use crate::api::admin::AdminToken;
 use crate::api::endpoints::ModelEndpoints;
 use crate::api::json::BodyLimit;
 use crate::api::models::ModelList;
@@ -24,4 +25,5 @@ pub struct AppState {
     pub endpoints: ModelEndpoints,
     pub sse: SseSettings,
     pub body_limit: BodyLimit,
+    pub admin: AdminToken,
 }

@@ -1,5 +1,6 @@
-//! API keys: minting (`sk-sy-…`), SHA-256 hashing, and the lookup cache that serves
-//! authentication from memory after the first hit. Never stores or logs a plaintext key.
+//! API keys: minting (`sk-sy-…`), SHA-256 hashing, changing and deleting them, and the lookup
+//! cache that serves authentication from memory after the first hit. Never stores or logs a
+//! plaintext key.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,8 +12,9 @@ use rand::rngs::OsRng;
 use rand::{Rng, TryRngCore};
 use sha2::{Digest, Sha256};
 
+use super::KeyStatement;
 use crate::openai::MicroUsd;
-use crate::store::{ApiKeyRow, NewApiKey, Store, StoreError};
+use crate::store::{ApiKeyRow, KeyUpdate, NewApiKey, Store, StoreError};
 
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
@@ -75,6 +77,52 @@ pub enum AuthError {
     Expired,
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Why a key could not be created, changed or deleted.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("`name` must not be empty")]
+    EmptyName,
+    #[error(
+        "`limit` must be a non-negative amount of USD with at most six decimals, e.g. 25 or 0.5"
+    )]
+    InvalidLimit,
+    #[error("`limit_reset` must be daily, weekly, monthly or null")]
+    InvalidLimitReset,
+    #[error("`expires_at` must be an RFC 3339 timestamp, e.g. 2027-12-31T23:59:59Z")]
+    InvalidExpiry,
+    #[error("no key with hash {0:?}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A change to a key; `None` leaves a setting as it is.
+#[derive(Debug, Clone, Default)]
+pub struct KeyChange {
+    pub name: Option<String>,
+    pub disabled: Option<bool>,
+    /// `Some(None)` makes the key unlimited.
+    pub limit: Option<Option<MicroUsd>>,
+    /// `Some(None)` makes the limit never reset.
+    pub limit_reset: Option<Option<LimitReset>>,
+}
+
+/// Parses a limit in USD as people write it (`25`, `0.50`), exactly.
+pub fn parse_limit(text: &str) -> Result<MicroUsd, KeyError> {
+    MicroUsd::parse_usd(text).ok_or(KeyError::InvalidLimit)
+}
+
+pub fn parse_limit_reset(text: &str) -> Result<LimitReset, KeyError> {
+    text.parse().map_err(|()| KeyError::InvalidLimitReset)
+}
+
+/// Any RFC 3339 offset is accepted and kept as the same instant in UTC.
+pub fn parse_expiry(text: &str) -> Result<DateTime<Utc>, KeyError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|at| at.to_utc())
+        .map_err(|_| KeyError::InvalidExpiry)
 }
 
 /// A freshly minted key: the plaintext is here and nowhere else, ever.
@@ -199,7 +247,8 @@ impl Keys {
         limit: Option<MicroUsd>,
         limit_reset: Option<LimitReset>,
         expires_at: Option<DateTime<Utc>>,
-    ) -> Result<CreatedKey, StoreError> {
+    ) -> Result<CreatedKey, KeyError> {
+        let name = valid_name(name)?;
         let key = mint();
         let digest = digest(&key);
         let prefix: String = key
@@ -208,7 +257,7 @@ impl Keys {
             .chain(['…'])
             .collect();
         let new = NewApiKey {
-            name: name.to_owned(),
+            name,
             hash: hex::encode(digest),
             prefix,
             limit_micros: limit.map(|limit| limit.0),
@@ -222,15 +271,55 @@ impl Keys {
         Ok(CreatedKey { key, row })
     }
 
-    /// Disables or re-enables a key. This process stops (or resumes) accepting it at once; other
-    /// processes within the cache's one-second window. Returns whether the key exists.
+    /// Changes a key and returns its statement as it is afterwards. This process sees the change
+    /// at once; other processes within the cache's one-second window.
+    pub async fn update(&self, hash: &str, change: KeyChange) -> Result<KeyStatement, KeyError> {
+        let update = KeyUpdate {
+            name: change.name.as_deref().map(valid_name).transpose()?,
+            disabled: change.disabled,
+            limit_micros: change.limit.map(|limit| limit.map(|limit| limit.0)),
+            limit_reset: change
+                .limit_reset
+                .map(|reset| reset.map(|reset| reset.as_str().to_owned())),
+        };
+        let found = self.inner.store.update_key(hash, &update).await?;
+        self.forget(hash);
+        let statement = match found {
+            Some(_) => self.statement(hash).await?,
+            None => None,
+        };
+        statement.ok_or_else(|| KeyError::NotFound(hash.to_owned()))
+    }
+
+    /// Disables or re-enables a key, like [`Keys::update`]. Returns whether the key exists.
     pub async fn set_disabled(&self, hash: &str, disabled: bool) -> Result<bool, StoreError> {
         let found = self.inner.store.set_key_disabled(hash, disabled).await?;
+        self.forget(hash);
+        Ok(found)
+    }
+
+    /// Deletes a key; its ledger rows and generations stay. This process refuses it at once,
+    /// other processes within the cache's one-second window.
+    pub async fn delete(&self, hash: &str) -> Result<(), KeyError> {
+        let found = self.inner.store.delete_key(hash).await?;
+        self.forget(hash);
+        if found {
+            Ok(())
+        } else {
+            Err(KeyError::NotFound(hash.to_owned()))
+        }
+    }
+
+    pub(super) fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Drops this process's cached verdict for `hash`, so its next request asks the store.
+    fn forget(&self, hash: &str) {
         let mut digest = [0u8; 32];
         if hex::decode_to_slice(hash, &mut digest).is_ok() {
             self.inner.cache.remove(&digest);
         }
-        Ok(found)
     }
 
     /// `presented` is the bearer token as the caller sent it.
@@ -280,6 +369,15 @@ impl Keys {
     }
 }
 
+/// Names are trimmed; an empty one would leave the key nameless in every listing.
+fn valid_name(name: &str) -> Result<String, KeyError> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(KeyError::EmptyName);
+    }
+    Ok(name.to_owned())
+}
+
 fn mint() -> String {
     // The OS generator directly: a key is a long-lived secret, worth a syscall. `unwrap_err`
     // panics only if the OS cannot produce randomness at all, and then no key should be minted.
@@ -318,6 +416,33 @@ mod tests {
             hex::encode(digest("abc")),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn limits_are_exact_non_negative_usd_and_expiry_is_rfc_3339_in_utc() {
+        assert_eq!(parse_limit("12.5").unwrap(), MicroUsd(12_500_000));
+        for bad in ["-1", "1e3", "0.0000001", "", "ten"] {
+            assert!(
+                matches!(parse_limit(bad), Err(KeyError::InvalidLimit)),
+                "{bad}"
+            );
+        }
+        let at = parse_expiry("2027-01-01T02:00:00+02:00").unwrap();
+        assert_eq!(at.to_rfc3339(), "2027-01-01T00:00:00+00:00");
+        assert!(matches!(
+            parse_expiry("tomorrow"),
+            Err(KeyError::InvalidExpiry)
+        ));
+        assert!(matches!(
+            parse_limit_reset("yearly"),
+            Err(KeyError::InvalidLimitReset)
+        ));
+    }
+
+    #[test]
+    fn names_are_trimmed_and_never_empty() {
+        assert_eq!(valid_name("  ci ").unwrap(), "ci");
+        assert!(matches!(valid_name(" \t"), Err(KeyError::EmptyName)));
     }
 
     #[test]

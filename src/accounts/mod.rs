@@ -4,6 +4,11 @@
 mod credits;
 mod keys;
 pub mod period;
+mod statement;
 
 pub use credits::{CreditError, Credits, Upkeep};
-pub use keys::{AuthError, AuthedKey, CreatedKey, Keys, LimitReset};
+pub use keys::{
+    AuthError, AuthedKey, CreatedKey, KeyChange, KeyError, Keys, LimitReset, parse_expiry,
+    parse_limit, parse_limit_reset,
+};
+pub use statement::{CreditTotals, KeyStatement, limit_remaining};

@@ -1,12 +1,17 @@
 //! The HTTP surface: each handler extracts, calls one domain function and responds. The route
 //! table is [`routes`]; every API path is served under both `/v1` and `/api/v1`.
 
+pub mod admin;
 pub mod auth;
 mod chat_completions;
+mod credits;
 pub mod endpoints;
+mod envelope;
 mod generation;
 mod health;
 pub mod json;
+mod key;
+mod keys;
 pub mod models;
 pub mod sse;
 
@@ -32,7 +37,17 @@ pub fn routes(state: AppState, max_body: usize) -> Router {
                 &format!("{prefix}/models/{{author}}/{{slug}}/endpoints"),
                 get(endpoints::list),
             )
-            .route(&format!("{prefix}/generation"), get(generation::show));
+            .route(&format!("{prefix}/generation"), get(generation::show))
+            .route(&format!("{prefix}/key"), get(key::show))
+            .route(&format!("{prefix}/credits"), get(credits::show))
+            .route(
+                &format!("{prefix}/keys"),
+                get(keys::list).post(keys::create),
+            )
+            .route(
+                &format!("{prefix}/keys/{{hash}}"),
+                get(keys::show).patch(keys::update).delete(keys::delete),
+            );
     }
     router
         .route("/health/live", get(health::live))

@@ -1,4 +1,5 @@
-//! The `api_keys` table: rows in and out. Never sees a plaintext key, only its hash.
+//! The `api_keys` table, with the `key_credits` row and `grant` ledger rows that move with a key's
+//! limit. Never sees a plaintext key, only its hash; knows rows, not what a limit means.
 
 use chrono::{DateTime, Utc};
 
@@ -18,6 +19,17 @@ pub struct NewApiKey {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+/// A change to a key: `None` leaves a column as it is, so callers send only what changes.
+#[derive(Debug, Clone, Default)]
+pub struct KeyUpdate {
+    pub name: Option<String>,
+    pub disabled: Option<bool>,
+    /// `Some(None)` makes the key unlimited.
+    pub limit_micros: Option<Option<i64>>,
+    /// `Some(None)` makes the limit never reset.
+    pub limit_reset: Option<Option<String>>,
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ApiKeyRow {
     pub id: i64,
@@ -25,6 +37,8 @@ pub struct ApiKeyRow {
     pub hash: String,
     pub prefix: String,
     pub created_at: DateTime<Utc>,
+    /// Last change through the provisioning API or the CLI; `None` if never changed.
+    pub updated_at: Option<DateTime<Utc>>,
     pub disabled: bool,
     /// `limit` is reserved in SQL, hence the column's longer name.
     #[sqlx(rename = "credit_limit")]
@@ -37,31 +51,58 @@ pub struct ApiKeyRow {
 }
 
 /// A macro rather than a `const` so that `concat!` builds each query as one `&'static str`.
+/// Qualified with `api_keys.` so the same list serves queries that join other tables.
 macro_rules! columns {
     () => {
-        "id, name, hash, prefix, created_at, disabled, credit_limit, limit_reset, expires_at, \
-         requests_per_minute, requests_per_day"
+        "api_keys.id, api_keys.name, api_keys.hash, api_keys.prefix, api_keys.created_at, \
+         api_keys.updated_at, api_keys.disabled, api_keys.credit_limit, api_keys.limit_reset, \
+         api_keys.expires_at, api_keys.requests_per_minute, api_keys.requests_per_day"
     };
+}
+pub(super) use columns;
+
+/// Records a change of `$amount` to the key's limit, in the ledger and in the materialised
+/// balance, inside the caller's transaction `$tx`. The upsert covers keys whose `key_credits` row
+/// is missing, so the invariant holds for them too. A macro because the transaction's type differs
+/// per backend.
+macro_rules! grant {
+    ($tx:expr, $hash:expr, $amount:expr, $at:expr) => {{
+        sqlx::query(
+            "INSERT INTO ledger (key_hash, kind, amount, created_at) VALUES ($1, 'grant', $2, $3)",
+        )
+        .bind($hash)
+        .bind($amount)
+        .bind($at)
+        .execute(&mut *$tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO key_credits (key_hash, balance) VALUES ($1, $2) \
+             ON CONFLICT (key_hash) DO UPDATE SET balance = key_credits.balance + $2",
+        )
+        .bind($hash)
+        .bind($amount)
+        .execute(&mut *$tx)
+        .await?;
+    }};
 }
 
 impl Store {
-    /// Inserts the key with its `key_credits` row and, when it has a limit, the ledger grant of
-    /// that limit: one transaction, so a key never exists without its credit.
+    /// Creates the key, its `key_credits` row and, when it has a limit, the `grant` that puts the
+    /// limit in the ledger: all or nothing, so `balance = SUM(ledger.amount)` holds from the start.
     pub async fn insert_key(&self, key: &NewApiKey) -> Result<ApiKeyRow, StoreError> {
-        let sql = concat!(
+        let insert_key = concat!(
             "INSERT INTO api_keys (name, hash, prefix, created_at, credit_limit, limit_reset, \
              expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
             columns!()
         );
-        let credits = "INSERT INTO key_credits (key_hash, balance) VALUES ($1, $2)";
-        let grant = "INSERT INTO ledger (key_hash, kind, amount, created_at) \
-                     VALUES ($1, 'grant', $2, $3)";
+        // The balance starts at zero; the grant below adds the limit to it.
+        let insert_credits = "INSERT INTO key_credits (key_hash) VALUES ($1)";
         // Written by us rather than by a column default so both backends store the same instant
         // at the same (microsecond) precision.
         let created_at = super::at_microseconds(Utc::now());
         let row = on_pool!(self, pool => {
-            let mut transaction = pool.begin().await?;
-            let row: ApiKeyRow = sqlx::query_as(sql)
+            let mut tx = pool.begin().await?;
+            let row: ApiKeyRow = sqlx::query_as(insert_key)
                 .bind(&key.name)
                 .bind(&key.hash)
                 .bind(&key.prefix)
@@ -69,25 +110,94 @@ impl Store {
                 .bind(key.limit_micros)
                 .bind(&key.limit_reset)
                 .bind(key.expires_at.map(super::at_microseconds))
-                .fetch_one(&mut *transaction)
+                .fetch_one(&mut *tx)
                 .await?;
-            sqlx::query(credits)
+            sqlx::query(insert_credits)
                 .bind(&key.hash)
-                .bind(key.limit_micros.unwrap_or(0))
-                .execute(&mut *transaction)
+                .execute(&mut *tx)
                 .await?;
             if let Some(limit) = key.limit_micros {
-                sqlx::query(grant)
-                    .bind(&key.hash)
-                    .bind(limit)
-                    .bind(created_at)
-                    .execute(&mut *transaction)
-                    .await?;
+                grant!(tx, &key.hash, limit, created_at);
             }
-            transaction.commit().await?;
+            tx.commit().await?;
             row
         });
         Ok(row)
+    }
+
+    /// Applies `update` in one transaction; a changed limit is granted (or taken back) as the
+    /// difference, in the ledger and in `key_credits.balance`. `None` if no key has that hash.
+    pub async fn update_key(
+        &self,
+        hash: &str,
+        update: &KeyUpdate,
+    ) -> Result<Option<ApiKeyRow>, StoreError> {
+        // The first statement writes, so the transaction holds the row lock (Postgres) or the
+        // database's write lock (SQLite) before it reads the old limit: two concurrent changes
+        // cannot both grant from the same old value.
+        let lock = "UPDATE api_keys SET updated_at = $2 WHERE hash = $1";
+        let old_limit = "SELECT credit_limit FROM api_keys WHERE hash = $1";
+        let apply = concat!(
+            "UPDATE api_keys SET name = COALESCE($2, name), disabled = COALESCE($3, disabled), \
+             credit_limit = CASE WHEN $4 THEN $5 ELSE credit_limit END, \
+             limit_reset = CASE WHEN $6 THEN $7 ELSE limit_reset END \
+             WHERE hash = $1 RETURNING ",
+            columns!()
+        );
+        let now = super::at_microseconds(Utc::now());
+        let row = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let found = sqlx::query(lock)
+                .bind(hash)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if found == 0 {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+            let old: Option<i64> = sqlx::query_scalar(old_limit)
+                .bind(hash)
+                .fetch_one(&mut *tx)
+                .await?;
+            let row: ApiKeyRow = sqlx::query_as(apply)
+                .bind(hash)
+                .bind(&update.name)
+                .bind(update.disabled)
+                .bind(update.limit_micros.is_some())
+                .bind(update.limit_micros.flatten())
+                .bind(update.limit_reset.is_some())
+                .bind(update.limit_reset.clone().flatten())
+                .fetch_one(&mut *tx)
+                .await?;
+            let difference = row.limit_micros.unwrap_or(0) - old.unwrap_or(0);
+            if difference != 0 {
+                grant!(tx, hash, difference, now);
+            }
+            tx.commit().await?;
+            row
+        });
+        Ok(Some(row))
+    }
+
+    /// Removes the key and its `key_credits` row; its ledger rows and generations stay, as
+    /// history. Returns whether a key with that hash existed.
+    pub async fn delete_key(&self, hash: &str) -> Result<bool, StoreError> {
+        let delete_key = "DELETE FROM api_keys WHERE hash = $1";
+        let delete_credits = "DELETE FROM key_credits WHERE key_hash = $1";
+        let deleted = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let deleted = sqlx::query(delete_key)
+                .bind(hash)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query(delete_credits).bind(hash).execute(&mut *tx).await?;
+            tx.commit().await?;
+            deleted
+        });
+        Ok(deleted > 0)
     }
 
     pub async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRow>, StoreError> {
@@ -110,13 +220,10 @@ impl Store {
 
     /// Returns whether a key with that hash existed.
     pub async fn set_key_disabled(&self, hash: &str, disabled: bool) -> Result<bool, StoreError> {
-        let sql = "UPDATE api_keys SET disabled = $1 WHERE hash = $2";
-        let updated = on_pool!(self, pool => sqlx::query(sql)
-            .bind(disabled)
-            .bind(hash)
-            .execute(pool)
-            .await?
-            .rows_affected());
-        Ok(updated > 0)
+        let update = KeyUpdate {
+            disabled: Some(disabled),
+            ..KeyUpdate::default()
+        };
+        Ok(self.update_key(hash, &update).await?.is_some())
     }
 }

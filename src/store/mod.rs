@@ -4,6 +4,7 @@
 mod api_keys;
 mod credits;
 mod generations;
+mod key_usage;
 mod settlement;
 mod sqlite_write;
 
@@ -15,9 +16,10 @@ use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-pub use api_keys::{ApiKeyRow, NewApiKey};
+pub use api_keys::{ApiKeyRow, KeyUpdate, NewApiKey};
 pub use credits::NewHold;
 pub use generations::GenerationRow;
+pub use key_usage::{CreditTotalsRow, KeyPage, KeyUsageRow, UsageWindows};
 use sqlite_write::WriteConnection;
 
 #[derive(Debug, thiserror::Error)]

@@ -105,3 +105,105 @@ fn the_embedded_default_adds_providers_whose_key_is_in_the_environment() {
     );
     assert!(!models.contains("sk-from-env"));
 }
+
+#[test]
+fn keys_are_updated_enabled_and_deleted_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let created = switchyard(
+        dir.path(),
+        &[
+            "keys",
+            "create",
+            "--name",
+            "ops",
+            "--expires-at",
+            "2099-01-01T00:00:00Z",
+        ],
+    );
+    assert!(stdout(&created).starts_with("sk-sy-"));
+    let listed = stdout(&switchyard(dir.path(), &["keys", "list"]));
+    let line = listed
+        .lines()
+        .find(|line| line.contains("\tops\t"))
+        .unwrap();
+    let hash = line.split('\t').next().unwrap().to_owned();
+    assert!(line.ends_with("\tenabled\tunlimited"), "{line}");
+
+    let updated = stdout(&switchyard(
+        dir.path(),
+        &[
+            "keys",
+            "update",
+            &hash,
+            "--name",
+            "ops-renamed",
+            "--limit",
+            "3.25",
+            "--limit-reset",
+            "weekly",
+        ],
+    ));
+    assert!(
+        updated.starts_with(&hash) && updated.contains("\tops-renamed\t"),
+        "{updated}"
+    );
+    assert!(updated.trim_end().ends_with("\tenabled\t3.25"), "{updated}");
+    let updated = stdout(&switchyard(
+        dir.path(),
+        &[
+            "keys",
+            "update",
+            &hash,
+            "--limit",
+            "none",
+            "--limit-reset",
+            "none",
+        ],
+    ));
+    assert!(updated.trim_end().ends_with("\tunlimited"), "{updated}");
+
+    switchyard(dir.path(), &["keys", "disable", &hash]);
+    let enabled = stdout(&switchyard(dir.path(), &["keys", "enable", &hash]));
+    assert_eq!(enabled.trim(), format!("enabled {hash}"));
+    let listed = stdout(&switchyard(dir.path(), &["keys", "list"]));
+    assert!(
+        listed
+            .lines()
+            .any(|line| line.starts_with(&hash) && line.contains("\tenabled\t")),
+        "{listed}"
+    );
+
+    switchyard(dir.path(), &["keys", "delete", &hash]);
+    let listed = stdout(&switchyard(dir.path(), &["keys", "list"]));
+    assert!(!listed.contains(&hash), "{listed}");
+    let again = failing(dir.path(), &["keys", "delete", &hash]);
+    assert!(again.contains("no key with hash"), "{again}");
+}
+
+#[test]
+fn the_command_line_refuses_a_bad_limit_reset_or_expiry_and_an_empty_name() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["keys", "create", "--name", "x", "--limit", "-1"][..],
+        &["keys", "create", "--name", "x", "--limit", "1e3"],
+        &["keys", "create", "--name", "x", "--limit-reset", "yearly"],
+        &["keys", "create", "--name", "x", "--expires-at", "tomorrow"],
+        &["keys", "create", "--name", " "],
+        &["keys", "update", "0000", "--limit-reset", "hourly"],
+    ] {
+        failing(dir.path(), args);
+    }
+}
+
+/// Runs a command that must fail; returns its standard error.
+fn failing(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("SWITCHYARD_CONFIG")
+        .env_remove("OPENAI_API_KEY")
+        .output()
+        .expect("switchyard runs");
+    assert!(!output.status.success(), "switchyard {args:?} succeeded");
+    String::from_utf8(output.stderr).unwrap()
+}

@@ -35,7 +35,7 @@ pub struct TestApp {
     /// A valid key for the `Authorization` header.
     pub key: String,
     pub key_hash: String,
-    /// The app's database, for tests that read its tables directly.
+    /// The app's database, for tests that read or seed it with plain SQL.
     pub database_url: String,
     pub state: AppState,
     stop: Option<oneshot::Sender<()>>,
@@ -55,6 +55,11 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 pub async fn spawn_app_with(backend: Backend, extra: Extra<'_>) -> TestApp {
     let database = fresh_database_url(backend).await;
+    spawn_app_on(&database, extra).await
+}
+
+/// The app on an existing database: a second replica beside one already running, for example.
+pub async fn spawn_app_on(database: &str, extra: Extra<'_>) -> TestApp {
     let text = format!(
         r#"
 [server]
@@ -107,7 +112,7 @@ context_length = 128000
         client: reqwest::Client::new(),
         key: created.key,
         key_hash: created.row.hash,
-        database_url: database,
+        database_url: database.to_owned(),
         state,
         stop: Some(stop),
         server: Some(server),

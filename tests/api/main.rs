@@ -14,6 +14,7 @@ mod gateway_process;
 mod gemini;
 mod health;
 mod helpers;
+mod keys;
 mod models;
 mod params;
 mod routing;

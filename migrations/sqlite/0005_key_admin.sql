@@ -1,0 +1,3 @@
+-- When a key's name, limit, reset or disabled flag last changed through the provisioning API or
+-- the CLI; NULL for a key never changed since it was created. RFC 3339 UTC text.
+ALTER TABLE api_keys ADD COLUMN updated_at TEXT;
