@@ -141,7 +141,9 @@ impl Verdict {
                 key: AuthedKey {
                     limit: row.limit_micros.map(MicroUsd),
                     limit_reset: row.limit_reset.as_deref().and_then(|r| r.parse().ok()),
-                    requests_per_minute: row.requests_per_minute.and_then(|n| u32::try_from(n).ok()),
+                    requests_per_minute: row
+                        .requests_per_minute
+                        .and_then(|n| u32::try_from(n).ok()),
                     requests_per_day: row.requests_per_day.and_then(|n| u32::try_from(n).ok()),
                     hash: row.hash.into(),
                     name: row.name.into(),

@@ -58,29 +58,59 @@ mod tests {
     #[test]
     fn a_daily_period_starts_at_utc_midnight_and_rolls_over_at_the_next() {
         let daily = Some(LimitReset::Daily);
-        assert_eq!(start(daily, "2026-11-23T23:59:59.999Z"), "2026-11-23T00:00:00+00:00");
-        assert_eq!(start(daily, "2026-11-24T00:00:00Z"), "2026-11-24T00:00:00+00:00");
+        assert_eq!(
+            start(daily, "2026-11-23T23:59:59.999Z"),
+            "2026-11-23T00:00:00+00:00"
+        );
+        assert_eq!(
+            start(daily, "2026-11-24T00:00:00Z"),
+            "2026-11-24T00:00:00+00:00"
+        );
         // A caller's local offset does not matter: the boundary is UTC.
-        assert_eq!(start(daily, "2026-11-24T01:30:00+05:00"), "2026-11-23T00:00:00+00:00");
+        assert_eq!(
+            start(daily, "2026-11-24T01:30:00+05:00"),
+            "2026-11-23T00:00:00+00:00"
+        );
     }
 
     #[test]
     fn a_weekly_period_runs_monday_to_sunday() {
         let weekly = Some(LimitReset::Weekly);
         // 2026-11-23 is a Monday.
-        assert_eq!(start(weekly, "2026-11-23T00:00:00Z"), "2026-11-23T00:00:00+00:00");
-        assert_eq!(start(weekly, "2026-11-29T23:59:59Z"), "2026-11-23T00:00:00+00:00");
-        assert_eq!(start(weekly, "2026-11-30T00:00:00Z"), "2026-11-30T00:00:00+00:00");
+        assert_eq!(
+            start(weekly, "2026-11-23T00:00:00Z"),
+            "2026-11-23T00:00:00+00:00"
+        );
+        assert_eq!(
+            start(weekly, "2026-11-29T23:59:59Z"),
+            "2026-11-23T00:00:00+00:00"
+        );
+        assert_eq!(
+            start(weekly, "2026-11-30T00:00:00Z"),
+            "2026-11-30T00:00:00+00:00"
+        );
         // Across a month and a year boundary.
-        assert_eq!(start(weekly, "2027-01-01T12:00:00Z"), "2026-12-28T00:00:00+00:00");
+        assert_eq!(
+            start(weekly, "2027-01-01T12:00:00Z"),
+            "2026-12-28T00:00:00+00:00"
+        );
     }
 
     #[test]
     fn a_monthly_period_starts_on_the_first_including_across_years_and_leap_days() {
         let monthly = Some(LimitReset::Monthly);
-        assert_eq!(start(monthly, "2026-12-31T23:59:59Z"), "2026-12-01T00:00:00+00:00");
-        assert_eq!(start(monthly, "2027-01-01T00:00:00Z"), "2027-01-01T00:00:00+00:00");
-        assert_eq!(start(monthly, "2028-02-29T10:00:00Z"), "2028-02-01T00:00:00+00:00");
+        assert_eq!(
+            start(monthly, "2026-12-31T23:59:59Z"),
+            "2026-12-01T00:00:00+00:00"
+        );
+        assert_eq!(
+            start(monthly, "2027-01-01T00:00:00Z"),
+            "2027-01-01T00:00:00+00:00"
+        );
+        assert_eq!(
+            start(monthly, "2028-02-29T10:00:00Z"),
+            "2028-02-01T00:00:00+00:00"
+        );
     }
 
     #[test]

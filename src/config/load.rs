@@ -11,7 +11,9 @@ use super::bundled::{self, CatalogFile};
 use super::document::Document;
 use super::env::{Substituted, substitute};
 use super::validate::{self, Problem};
-use super::{Config, DatabaseConfig, HealthConfig, LoadedConfig, ModelConfig, ServerConfig};
+use super::{
+    Config, DatabaseConfig, HealthConfig, LimitsConfig, LoadedConfig, ModelConfig, ServerConfig,
+};
 
 #[derive(Debug, Clone)]
 pub enum ConfigSource {
@@ -123,6 +125,7 @@ pub(super) fn embedded_default(
         server: ServerConfig::default(),
         database: DatabaseConfig::default(),
         health: HealthConfig::default(),
+        limits: LimitsConfig::default(),
         redis: None,
         providers: bundled::default_providers(env),
         models: Vec::new(),

@@ -3,6 +3,7 @@
 
 mod api_keys;
 mod generations;
+mod rate_counters;
 mod sqlite_batch;
 
 use std::str::FromStr;
@@ -14,6 +15,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 pub use api_keys::{ApiKeyRow, NewApiKey};
 pub use generations::GenerationRow;
+pub use rate_counters::{RateCheck, RateCounts, RateScope};
 use sqlite_batch::BatchConnection;
 
 #[derive(Debug, thiserror::Error)]
