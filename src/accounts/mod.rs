@@ -3,5 +3,9 @@
 
 mod keys;
 pub mod period;
+mod rate_limit;
 
 pub use keys::{AuthError, AuthedKey, CreatedKey, Keys, LimitReset};
+pub use rate_limit::{
+    RateAllowance, RateLimit, RateLimitError, RateLimited, RateLimiter, RateWindow,
+};
