@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::accounts::Keys;
+use crate::accounts::{Keys, RateLimiter};
 use crate::api::endpoints::ModelEndpoints;
 use crate::api::json::BodyLimit;
 use crate::api::models::ModelList;
@@ -51,6 +51,7 @@ impl App {
         let max_body = config.server.max_body.0;
         let models = ModelList::render(&catalog);
         let keys = Arc::new(Keys::new(store.clone()));
+        let limiter = RateLimiter::new(config.limits, store.clone());
         // One tracker for every serving thread: an endpoint that fails on one thread is avoided
         // on all of them.
         let health = Arc::new(HealthTracker::new(&catalog, &config.health));
@@ -71,6 +72,7 @@ impl App {
                         generations.clone(),
                     ),
                     keys: keys.clone(),
+                    limiter: limiter.clone(),
                     store: store.clone(),
                     generations: generations.clone(),
                     sse: SseSettings {

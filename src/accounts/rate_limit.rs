@@ -128,16 +128,9 @@ pub struct RateLimited {
     pub limit: RateLimit,
     /// Its `remaining` is 0.
     pub window: RateWindow,
-    /// Until `window.reset`.
+    /// Until `window.reset` in whole seconds, rounded up so a client that waits exactly this
+    /// long is admitted, and at least one so it never retries in a tight loop: `Retry-After`.
     pub retry_after: Duration,
-}
-
-impl RateLimited {
-    /// Whole seconds, rounded up so a client that waits exactly this long is admitted, at least
-    /// one: what `Retry-After` says.
-    pub fn retry_after_secs(&self) -> u64 {
-        self.retry_after.as_secs_f64().ceil().max(1.0) as u64
-    }
 }
 
 impl fmt::Display for RateLimited {
@@ -151,7 +144,7 @@ impl fmt::Display for RateLimited {
             "rate limit exceeded: {} requests per {per} for {}; retry after {} s",
             self.window.limit,
             self.limit.subject(),
-            self.retry_after_secs()
+            self.retry_after.as_secs()
         )
     }
 }
@@ -356,10 +349,12 @@ fn refusal(limit: RateLimit, allowed: u32, start: i64, now: DateTime<Utc>) -> Ra
         remaining: 0,
         reset: limit.window().end(start),
     };
+    let wait = (window.reset - now).to_std().unwrap_or(Duration::ZERO);
+    let whole_seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     RateLimited {
         limit,
         window,
-        retry_after: (window.reset - now).to_std().unwrap_or(Duration::ZERO),
+        retry_after: Duration::from_secs(whole_seconds.max(1)),
     }
 }
 
@@ -427,7 +422,7 @@ mod tests {
         let start = Window::Minute.start(now);
         let refused = refusal(RateLimit::FreePerMinute, 20, start, now);
         assert_eq!(refused.window.reset, at("2026-11-23T12:01:00Z"));
-        assert_eq!(refused.retry_after_secs(), 12);
+        assert_eq!(refused.retry_after, Duration::from_secs(12));
         assert_eq!(
             refused.to_string(),
             "rate limit exceeded: 20 requests per minute for :free models; retry after 12 s"
@@ -439,7 +434,11 @@ mod tests {
                 .starts_with("rate limit exceeded: 100 requests per day for this key;")
         );
         let late = refusal(RateLimit::KeyPerMinute, 1, start - 60, now);
-        assert_eq!(late.retry_after_secs(), 1, "never 0: a client would spin");
+        assert_eq!(
+            late.retry_after,
+            Duration::from_secs(1),
+            "never 0: a client would spin"
+        );
     }
 
     #[tokio::test]

@@ -13,6 +13,7 @@ mod health;
 mod helpers;
 mod models;
 mod params;
+mod rate_limits;
 mod routing;
 mod scripted_upstream;
 mod store;
