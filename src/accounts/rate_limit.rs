@@ -273,9 +273,10 @@ impl RateLimiter {
             per_day: limits.per_day,
         };
         // The upsert would admit the first request of a window whatever its limit.
+        // The day first, for the same reason as in `explain`.
         if let Some(window) = [
-            (Window::Minute, limits.per_minute),
             (Window::Day, limits.per_day),
+            (Window::Minute, limits.per_minute),
         ]
         .into_iter()
         .find_map(|(window, limit)| (limit == Some(0)).then_some(window))
@@ -305,9 +306,9 @@ impl RateLimiter {
     }
 }
 
-/// Which window of a refused request was full, from the counter as stored. The minute when it is
-/// full, else the day; if the minute rolled over between the refusal and this read, the minute
-/// too (retrying at once will then succeed, which is the truth).
+/// Which window of a refused request was full, from the counter as stored: the day when it is
+/// full (waiting for the next minute would not help), else the minute. If the minute rolled over
+/// between the refusal and this read, that is the minute too, and a retry at once will succeed.
 fn explain(
     limits: Limits,
     check: &RateCheck,
@@ -320,23 +321,11 @@ fn explain(
         day_start: check.day_start,
         day_count: 0,
     });
-    let full = |limit: Option<u32>, start: i64, current: i64, count: i64| {
-        limit.is_some_and(|limit| start >= current && count >= i64::from(limit))
-    };
-    let minute_full = full(
-        limits.per_minute,
-        stored.minute_start,
-        check.minute_start,
-        stored.minute_count,
-    );
-    let day_full = full(
-        limits.per_day,
-        stored.day_start,
-        check.day_start,
-        stored.day_count,
-    );
+    let day_full = limits.per_day.is_some_and(|limit| {
+        stored.day_start >= check.day_start && stored.day_count >= i64::from(limit)
+    });
     let (window, limit, start) = match (limits.per_minute, limits.per_day) {
-        (_, Some(per_day)) if day_full && !minute_full => (Window::Day, per_day, stored.day_start),
+        (_, Some(per_day)) if day_full => (Window::Day, per_day, stored.day_start),
         (Some(per_minute), _) => (Window::Minute, per_minute, stored.minute_start),
         (None, per_day) => (Window::Day, per_day.unwrap_or(0), stored.day_start),
     };
@@ -515,6 +504,22 @@ mod tests {
         let by_free = refused(&limiter, &unlimited, true).await;
         assert_eq!(by_free.limit, RateLimit::FreePerMinute);
         assert!(limiter.admit(&unlimited, false).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn when_both_windows_are_full_the_refusal_waits_for_the_day() {
+        let (limiter, now) = limiter(LimitsConfig::default()).await;
+        let key = key(Some(1), Some(2));
+        limiter.admit(&key, false).await.unwrap();
+        assert_eq!(
+            refused(&limiter, &key, false).await.limit,
+            RateLimit::KeyPerMinute
+        );
+        *now.lock().unwrap() = at("2026-11-23T12:01:00Z");
+        limiter.admit(&key, false).await.unwrap();
+        let refused = refused(&limiter, &key, false).await;
+        assert_eq!(refused.limit, RateLimit::KeyPerDay);
+        assert_eq!(refused.window.reset, at("2026-11-24T00:00:00Z"));
     }
 
     #[tokio::test]
