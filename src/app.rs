@@ -19,7 +19,7 @@ use crate::config::LoadedConfig;
 use crate::providers::Registry;
 use crate::routing::{Catalog, HealthTracker};
 use crate::state::AppState;
-use crate::store::Store;
+use crate::store::{RateCounters, RedisCounters, Store};
 use crate::usage::writer::{WriterHandle, spawn_writer};
 use crate::workers::Workers;
 
@@ -51,7 +51,15 @@ impl App {
         let max_body = config.server.max_body.0;
         let models = ModelList::render(&catalog);
         let keys = Arc::new(Keys::new(store.clone()));
-        let limiter = RateLimiter::new(config.limits, store.clone());
+        let counters = match &config.redis {
+            Some(redis) => RateCounters::Redis(
+                RedisCounters::connect(&redis.url)
+                    .await
+                    .context("cannot connect to Redis")?,
+            ),
+            None => RateCounters::Database(store.clone()),
+        };
+        let limiter = RateLimiter::new(config.limits, counters);
         // One tracker for every serving thread: an endpoint that fails on one thread is avoided
         // on all of them.
         let health = Arc::new(HealthTracker::new(&catalog, &config.health));

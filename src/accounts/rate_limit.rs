@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use super::AuthedKey;
 use crate::config::LimitsConfig;
-use crate::store::{RateCheck, RateCounts, RateScope, Store, StoreError};
+use crate::store::{RateCheck, RateCounters, RateCounts, RateOutcome, RateScope, StoreError};
 
 const MINUTE: i64 = 60;
 /// Unix time has no leap seconds, so every UTC day is exactly this long and starts at a multiple.
@@ -157,8 +157,8 @@ pub enum RateLimitError {
     Store(#[from] StoreError),
 }
 
-/// Counts requests against the configured and per-key limits in the shared store, so every
-/// replica enforces one count. Cheap to clone.
+/// Counts requests against the configured and per-key limits in the shared database (or Redis),
+/// so every replica enforces one count. Cheap to clone.
 #[derive(Clone)]
 pub struct RateLimiter {
     inner: Arc<Inner>,
@@ -166,7 +166,7 @@ pub struct RateLimiter {
 
 struct Inner {
     limits: LimitsConfig,
-    store: Store,
+    counters: RateCounters,
     clock: Clock,
 }
 
@@ -190,20 +190,20 @@ struct Limits {
 }
 
 impl RateLimiter {
-    pub fn new(limits: LimitsConfig, store: Store) -> Self {
-        Self::with_clock(limits, store, Utc::now)
+    pub fn new(limits: LimitsConfig, counters: RateCounters) -> Self {
+        Self::with_clock(limits, counters, Utc::now)
     }
 
     /// Like [`RateLimiter::new`], reading the time from `clock`: tests use it to cross window
     /// boundaries without sleeping.
     pub fn with_clock(
         limits: LimitsConfig,
-        store: Store,
+        counters: RateCounters,
         clock: impl Fn() -> DateTime<Utc> + Send + Sync + 'static,
     ) -> Self {
         let inner = Inner {
             limits,
-            store,
+            counters,
             clock: Arc::new(clock),
         };
         Self {
@@ -212,7 +212,7 @@ impl RateLimiter {
     }
 
     /// Counts one request of `key` (for a `:free` model when `free`), or refuses it. A request
-    /// held to no limit returns at once, without asking the store.
+    /// held to no limit returns at once, without a round trip.
     pub async fn admit(
         &self,
         key: &AuthedKey,
@@ -250,8 +250,8 @@ impl RateLimiter {
             // A refused request must not use up the free allowance either.
             if let Some(counted) = free_counted {
                 self.inner
-                    .store
-                    .uncount_request(&key.hash, RateScope::Free, &counted)
+                    .counters
+                    .uncount(&key.hash, RateScope::Free, &counted)
                     .await?;
             }
             return Err(refused.into());
@@ -284,10 +284,16 @@ impl RateLimiter {
             let start = window.start(now);
             return Err(refusal(RateLimit::of(limits.scope, window), 0, start, now).into());
         }
-        let store = &self.inner.store;
-        let Some(counts) = store.count_request(&key.hash, limits.scope, &check).await? else {
-            let stored = store.rate_counts(&key.hash, limits.scope).await?;
-            return Err(explain(limits, &check, stored, now).into());
+        let counts = match self
+            .inner
+            .counters
+            .count(&key.hash, limits.scope, &check)
+            .await?
+        {
+            RateOutcome::Admitted(counts) => counts,
+            RateOutcome::Refused(stored) => {
+                return Err(explain(limits, &check, &stored, now).into());
+            }
         };
         if let Some(limit) = limits.per_minute {
             let window = RateWindow::new(
@@ -312,15 +318,9 @@ impl RateLimiter {
 fn explain(
     limits: Limits,
     check: &RateCheck,
-    stored: Option<RateCounts>,
+    stored: &RateCounts,
     now: DateTime<Utc>,
 ) -> RateLimited {
-    let stored = stored.unwrap_or(RateCounts {
-        minute_start: check.minute_start,
-        minute_count: 0,
-        day_start: check.day_start,
-        day_count: 0,
-    });
     let day_full = limits.per_day.is_some_and(|limit| {
         stored.day_start >= check.day_start && stored.day_count >= i64::from(limit)
     });
@@ -352,6 +352,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+    use crate::store::Store;
 
     fn at(text: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(text).unwrap().to_utc()
@@ -374,7 +375,8 @@ mod tests {
         store.migrate().await.unwrap();
         let now = Arc::new(Mutex::new(at("2026-11-23T12:00:30Z")));
         let clock = now.clone();
-        let limiter = RateLimiter::with_clock(limits, store, move || *clock.lock().unwrap());
+        let counters = RateCounters::Database(store);
+        let limiter = RateLimiter::with_clock(limits, counters, move || *clock.lock().unwrap());
         (limiter, now)
     }
 
@@ -434,7 +436,7 @@ mod tests {
     async fn a_request_held_to_no_limit_never_asks_the_store() {
         // No migrations: any query would fail.
         let store = Store::connect("sqlite::memory:").await.unwrap();
-        let limiter = RateLimiter::new(LimitsConfig::default(), store);
+        let limiter = RateLimiter::new(LimitsConfig::default(), RateCounters::Database(store));
         let allowance = limiter.admit(&key(None, None), false).await.unwrap();
         assert_eq!(allowance, RateAllowance::default());
     }

@@ -33,7 +33,7 @@ pub struct Config {
     pub health: HealthConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
-    /// Optional; shared limits and cache across replicas (used by later issues).
+    /// Optional; when set, rate limits are counted here instead of in the database.
     pub redis: Option<RedisConfig>,
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
@@ -191,7 +191,7 @@ impl Default for HealthConfig {
 }
 
 /// Per-key request rate limits. Counted in fixed UTC windows (the minute; the day from 00:00
-/// UTC) in the shared database, so every replica enforces the same count.
+/// UTC) in the shared database or Redis, so every replica enforces the same count.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {

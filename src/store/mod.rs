@@ -1,9 +1,11 @@
 //! The only module with SQL: one [`Store`] over SQLite or Postgres, migrations for both, one file
-//! per table. It knows rows, not requests: no HTTP, routing or pricing here.
+//! per table; and the Redis rate counters that can stand in for one of them. It knows rows, not
+//! requests: no HTTP, routing or pricing here.
 
 mod api_keys;
 mod generations;
 mod rate_counters;
+mod redis_counters;
 mod sqlite_batch;
 
 use std::str::FromStr;
@@ -15,7 +17,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 pub use api_keys::{ApiKeyRow, NewApiKey};
 pub use generations::GenerationRow;
-pub use rate_counters::{RateCheck, RateCounts, RateScope};
+pub use rate_counters::{RateCheck, RateCounters, RateCounts, RateOutcome, RateScope};
+pub use redis_counters::RedisCounters;
 use sqlite_batch::BatchConnection;
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +27,8 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("redis error: {0}")]
+    Redis(#[from] redis::RedisError),
     #[error("a database batch panicked")]
     BatchPanicked,
     #[error("migration failed: {0}")]

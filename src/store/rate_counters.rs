@@ -1,6 +1,8 @@
-//! The `rate_counters` table and the per-key rate-limit columns of `api_keys`: counts in and out,
-//! one atomic statement per check. Knows windows as numbers; what a limit means is for accounts.
+//! Rate counts: the `rate_counters` table (or Redis, when configured) and the per-key rate-limit
+//! columns of `api_keys`; one atomic statement per check. Knows windows as numbers; what a limit
+//! means is for accounts.
 
+use super::redis_counters::RedisCounters;
 use super::{Store, StoreError, on_pool};
 
 /// Which of a key's counters: all its requests, or only those for `:free` models.
@@ -11,8 +13,8 @@ pub enum RateScope {
 }
 
 impl RateScope {
-    /// The spelling stored in `rate_counters.scope`.
-    fn as_str(self) -> &'static str {
+    /// The spelling stored in `rate_counters.scope` and in Redis keys.
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             RateScope::Key => "key",
             RateScope::Free => "free",
@@ -38,6 +40,82 @@ pub struct RateCounts {
     pub minute_count: i64,
     pub day_start: i64,
     pub day_count: i64,
+}
+
+impl RateCounts {
+    /// A counter that has counted nothing in the check's windows.
+    fn empty(check: &RateCheck) -> RateCounts {
+        RateCounts {
+            minute_start: check.minute_start,
+            minute_count: 0,
+            day_start: check.day_start,
+            day_count: 0,
+        }
+    }
+}
+
+/// What became of a request [`RateCounters::count`] was asked to count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateOutcome {
+    /// Counted; the counts include it.
+    Admitted(RateCounts),
+    /// A window was full; nothing was counted. The counts as they stood, to say which window.
+    Refused(RateCounts),
+}
+
+/// Where rate counts live: the shared database, or Redis when `[redis]` is configured (one round
+/// trip even to explain a refusal, and no write load on the database). Cheap to clone.
+#[derive(Clone)]
+pub enum RateCounters {
+    Database(Store),
+    Redis(RedisCounters),
+}
+
+impl std::fmt::Debug for RateCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RateCounters::Database(_) => "RateCounters::Database",
+            RateCounters::Redis(_) => "RateCounters::Redis",
+        })
+    }
+}
+
+impl RateCounters {
+    /// Counts one request if neither window has reached its limit, atomically.
+    pub async fn count(
+        &self,
+        key_hash: &str,
+        scope: RateScope,
+        check: &RateCheck,
+    ) -> Result<RateOutcome, StoreError> {
+        match self {
+            RateCounters::Database(store) => {
+                if let Some(counts) = store.count_request(key_hash, scope, check).await? {
+                    return Ok(RateOutcome::Admitted(counts));
+                }
+                // Refusals are the rare path: a second statement to explain them is fine.
+                let stored = store.rate_counts(key_hash, scope).await?;
+                Ok(RateOutcome::Refused(
+                    stored.unwrap_or_else(|| RateCounts::empty(check)),
+                ))
+            }
+            RateCounters::Redis(redis) => redis.count(key_hash, scope, check).await,
+        }
+    }
+
+    /// Takes back a request [`RateCounters::count`] admitted, when another scope refused it; a
+    /// window that has moved on since is left alone.
+    pub async fn uncount(
+        &self,
+        key_hash: &str,
+        scope: RateScope,
+        counted: &RateCounts,
+    ) -> Result<(), StoreError> {
+        match self {
+            RateCounters::Database(store) => store.uncount_request(key_hash, scope, counted).await,
+            RateCounters::Redis(redis) => redis.uncount(key_hash, scope, counted).await,
+        }
+    }
 }
 
 impl Store {
@@ -96,8 +174,7 @@ impl Store {
         Ok(counts)
     }
 
-    /// Takes back a request [`Store::count_request`] counted, when another scope refused it; a
-    /// window that has moved on since is left alone.
+    /// Takes back a request [`Store::count_request`] counted (see [`RateCounters::uncount`]).
     pub async fn uncount_request(
         &self,
         key_hash: &str,

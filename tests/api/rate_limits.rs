@@ -18,6 +18,7 @@ on_both_backends!(
     concurrent_requests_admit_exactly_the_limit,
     a_refused_stream_is_a_plain_429_before_any_event,
     keys_without_limits_get_no_rate_limit_headers_and_no_counter,
+    with_redis_configured_requests_are_counted_there_exactly,
 );
 
 /// A model whose only endpoint charges nothing, so `switchyard/gift:free` can serve.
@@ -34,6 +35,10 @@ id = "switchyard/gift"
 async fn spawn_app_with_limits(backend: Backend, limits: &str) -> TestApp {
     let tables = format!("{FREE_MODEL}\n[limits]\n{limits}\n");
     spawn_app_with(backend, Extra { server: "", tables }).await
+}
+
+fn redis_url() -> String {
+    std::env::var("SWITCHYARD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
 fn chat(model: &str) -> Value {
@@ -225,11 +230,17 @@ async fn a_per_key_limit_overrides_the_configured_default(backend: Backend) {
 
 async fn concurrent_requests_admit_exactly_the_limit(backend: Backend) {
     let app = spawn_app_with_limits(backend, "requests_per_minute = 10").await;
+    let (admitted, refused) = thirty_at_once(&app).await;
+    assert_eq!((admitted, refused), (10, 20));
+}
+
+/// Sends 30 requests at once with a fresh key; returns how many were admitted and refused.
+async fn thirty_at_once(app: &TestApp) -> (usize, usize) {
     let statuses = loop {
         let started = minute();
-        let (key, _) = new_key(&app, None, None).await;
+        let (key, _) = new_key(app, None, None).await;
         let requests = (0..30).map(|_| {
-            let (app, key) = (&app, &key);
+            let key = &key;
             async move {
                 post_chat_as(app, key, &chat("switchyard/echo"))
                     .await
@@ -244,7 +255,41 @@ async fn concurrent_requests_admit_exactly_the_limit(backend: Backend) {
     };
     let admitted = statuses.iter().filter(|status| **status == 200).count();
     let refused = statuses.iter().filter(|status| **status == 429).count();
-    assert_eq!((admitted, refused), (10, 20), "{statuses:?}");
+    assert_eq!(admitted + refused, 30, "{statuses:?}");
+    (admitted, refused)
+}
+
+async fn with_redis_configured_requests_are_counted_there_exactly(backend: Backend) {
+    let tables = format!(
+        "[limits]\nrequests_per_minute = 10\n[redis]\nurl = \"{}\"\n",
+        redis_url()
+    );
+    let app = spawn_app_with(backend, Extra { server: "", tables }).await;
+    assert_eq!(thirty_at_once(&app).await, (10, 20));
+    let (refused, hash) = loop {
+        let started = minute();
+        let (key, hash) = new_key(&app, Some(1), None).await;
+        let admitted = post_chat_as(&app, &key, &chat("switchyard/echo")).await;
+        assert_eq!(admitted.status(), 200);
+        let refused = post_chat_as(&app, &key, &chat("switchyard/echo")).await;
+        if minute() == started {
+            break (refused, hash);
+        }
+    };
+    assert_eq!(refused.status(), 429);
+    assert_eq!(header(&refused, "x-ratelimit-limit"), "1");
+    assert_eq!(header(&refused, "x-ratelimit-remaining"), "0");
+    assert!(header_number(&refused, "retry-after") >= 1);
+    let counted = app
+        .state
+        .store
+        .rate_counts(&hash, RateScope::Key)
+        .await
+        .unwrap();
+    assert_eq!(
+        counted, None,
+        "the database holds no counter when Redis does"
+    );
 }
 
 async fn a_refused_stream_is_a_plain_429_before_any_event(backend: Backend) {
