@@ -123,7 +123,7 @@ impl Store {
     /// then nothing was counted. A stored window older than the request's starts over at 1; a
     /// newer one (another replica's clock is a little ahead) is counted in, so a counter never
     /// goes back to an earlier window.
-    pub async fn count_request(
+    async fn count_request(
         &self,
         key_hash: &str,
         scope: RateScope,
@@ -175,7 +175,7 @@ impl Store {
     }
 
     /// Takes back a request [`Store::count_request`] counted (see [`RateCounters::uncount`]).
-    pub async fn uncount_request(
+    async fn uncount_request(
         &self,
         key_hash: &str,
         scope: RateScope,
