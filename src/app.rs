@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::accounts::{Credits, Keys, Upkeep};
+use crate::accounts::{Credits, Keys, RateLimiter, Upkeep};
 use crate::api::admin::AdminToken;
 use crate::api::endpoints::ModelEndpoints;
 use crate::api::json::BodyLimit;
@@ -20,7 +20,7 @@ use crate::config::LoadedConfig;
 use crate::providers::Registry;
 use crate::routing::{Catalog, HealthTracker};
 use crate::state::AppState;
-use crate::store::Store;
+use crate::store::{RateCounters, RedisCounters, Store};
 use crate::usage::writer::{WriterHandle, spawn_writer};
 use crate::workers::Workers;
 
@@ -63,6 +63,15 @@ impl App {
             .context("cannot release expired credit holds")?;
         let upkeep = credits.spawn_upkeep();
         let admin = AdminToken::new(config.server.admin_token.as_deref());
+        let counters = match &config.redis {
+            Some(redis) => RateCounters::Redis(
+                RedisCounters::connect(&redis.url)
+                    .await
+                    .context("cannot connect to Redis")?,
+            ),
+            None => RateCounters::Database(store.clone()),
+        };
+        let limiter = RateLimiter::new(config.limits, counters);
         // One tracker for every serving thread: an endpoint that fails on one thread is avoided
         // on all of them.
         let health = Arc::new(HealthTracker::new(&catalog, &config.health));
@@ -84,6 +93,7 @@ impl App {
                         generations.clone(),
                     ),
                     keys: keys.clone(),
+                    limiter: limiter.clone(),
                     store: store.clone(),
                     generations: generations.clone(),
                     sse: SseSettings {

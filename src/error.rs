@@ -6,11 +6,11 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::accounts::{AuthError, CreditError};
+use crate::accounts::{AuthError, CreditError, RateLimitError, RateLimited, RateWindow};
 use crate::providers::{UpstreamError, UpstreamErrorKind};
 use crate::routing::PlanError;
 use crate::store::StoreError;
@@ -22,6 +22,9 @@ pub struct ApiError {
     message: Cow<'static, str>,
     metadata: Option<Value>,
     retry_after: Option<Duration>,
+    /// Headers beyond `Retry-After` that explain the error (the `X-RateLimit-*` of a 429). Boxed
+    /// and absent for most errors, so every `Result<_, ApiError>` stays small.
+    headers: Option<Box<HeaderMap>>,
 }
 
 impl ApiError {
@@ -31,6 +34,7 @@ impl ApiError {
             message: message.into(),
             metadata: None,
             retry_after: None,
+            headers: None,
         }
     }
 
@@ -145,6 +149,9 @@ impl IntoResponse for ApiError {
                 HeaderValue::from(retry_after.as_secs_f64().ceil().max(1.0) as u64),
             );
         }
+        if let Some(extra) = self.headers {
+            headers.extend(*extra);
+        }
         response
     }
 }
@@ -219,13 +226,56 @@ impl From<UpstreamError> for ApiError {
             message: Cow::Owned(error.message),
             metadata: None,
             retry_after,
+            headers: None,
         }
     }
+}
+
+impl From<RateLimitError> for ApiError {
+    fn from(error: RateLimitError) -> Self {
+        match error {
+            RateLimitError::Limited(refused) => refused.into(),
+            RateLimitError::Store(error) => error.into(),
+        }
+    }
+}
+
+impl From<RateLimited> for ApiError {
+    fn from(refused: RateLimited) -> Self {
+        let metadata = serde_json::json!({ "rate_limit": refused.limit.config_key() });
+        let mut error = Self::new(StatusCode::TOO_MANY_REQUESTS, refused.to_string())
+            .with_metadata(metadata)
+            .with_retry_after(refused.retry_after);
+        error.headers = Some(Box::new(HeaderMap::from_iter(rate_limit_headers(
+            &refused.window,
+        ))));
+        error
+    }
+}
+
+/// OpenRouter's rate-limit headers, on refusals and on admitted requests alike; the reset is
+/// Unix time in milliseconds, as OpenRouter sends it.
+pub(crate) fn rate_limit_headers(window: &RateWindow) -> [(HeaderName, HeaderValue); 3] {
+    [
+        (
+            HeaderName::from_static("x-ratelimit-limit"),
+            HeaderValue::from(window.limit),
+        ),
+        (
+            HeaderName::from_static("x-ratelimit-remaining"),
+            HeaderValue::from(window.remaining),
+        ),
+        (
+            HeaderName::from_static("x-ratelimit-reset"),
+            HeaderValue::from(window.reset.timestamp_millis()),
+        ),
+    ]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::accounts::RateLimit;
 
     #[test]
     fn the_body_has_the_contract_shape() {
@@ -251,6 +301,27 @@ mod tests {
         let response = ApiError::from(error).into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::RETRY_AFTER], "12");
+    }
+
+    #[test]
+    fn a_rate_limit_refusal_is_a_429_with_retry_after_and_the_rate_limit_headers() {
+        let reset = chrono::DateTime::from_timestamp(1_795_996_860, 0).unwrap();
+        let refused = RateLimited {
+            limit: RateLimit::FreePerMinute,
+            window: RateWindow {
+                limit: 20,
+                remaining: 0,
+                reset,
+            },
+            retry_after: Duration::from_secs(12),
+        };
+        let response = ApiError::from(refused).into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        let headers = response.headers();
+        assert_eq!(headers[header::RETRY_AFTER], "12");
+        assert_eq!(headers["x-ratelimit-limit"], "20");
+        assert_eq!(headers["x-ratelimit-remaining"], "0");
+        assert_eq!(headers["x-ratelimit-reset"], "1795996860000");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! # The request path
 //! 1. [`api`] accepts `POST /v1/chat/completions`: [`api::auth`] turns the bearer key into an
 //!    [`accounts::AuthedKey`] (from memory after the first hit), [`api::json`] decodes the body into
-//!    the canonical [`openai::ChatRequest`].
+//!    the canonical [`openai::ChatRequest`], and [`accounts::RateLimiter`] admits it against the
+//!    key's rate limits (in memory for keys without any; one shared count otherwise).
 //! 2. [`routing`] resolves the model in the [`routing::Catalog`] and builds a [`routing::RoutePlan`]:
 //!    the ordered endpoints to try.
 //! 3. [`routing::dispatch`] tries each endpoint: the endpoint's [`providers::Provider`] translates the

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::FromRef;
 
-use crate::accounts::Keys;
+use crate::accounts::{Keys, RateLimiter};
 use crate::api::admin::AdminToken;
 use crate::api::endpoints::ModelEndpoints;
 use crate::api::json::BodyLimit;
@@ -19,6 +19,7 @@ use crate::usage::writer::GenerationSink;
 pub struct AppState {
     pub chat: Chat,
     pub keys: Arc<Keys>,
+    pub limiter: RateLimiter,
     pub store: Store,
     pub generations: GenerationSink,
     pub models: ModelList,

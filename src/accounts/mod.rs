@@ -4,11 +4,15 @@
 mod credits;
 mod keys;
 pub mod period;
+mod rate_limit;
 mod statement;
 
 pub use credits::{CreditError, Credits, Upkeep};
 pub use keys::{
     AuthError, AuthedKey, CreatedKey, KeyChange, KeyError, Keys, LimitReset, parse_expiry,
     parse_limit, parse_limit_reset,
+};
+pub use rate_limit::{
+    RateAllowance, RateLimit, RateLimitError, RateLimited, RateLimiter, RateWindow,
 };
 pub use statement::{CreditTotals, KeyStatement, limit_remaining};

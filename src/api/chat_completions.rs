@@ -8,8 +8,9 @@ use http::{HeaderMap, HeaderValue, header};
 
 use super::json::ApiJson;
 use super::sse::{self, SseSettings};
-use crate::accounts::AuthedKey;
+use crate::accounts::{AuthedKey, RateLimiter};
 use crate::chat::{Caller, Chat};
+use crate::error::{ApiError, rate_limit_headers};
 use crate::openai::ChatRequest;
 use crate::usage::record::{AppInfo, new_generation_id};
 
@@ -17,25 +18,35 @@ pub const GENERATION_ID: &str = "x-generation-id";
 
 pub async fn create(
     State(chat): State<Chat>,
+    State(limiter): State<RateLimiter>,
     State(settings): State<SseSettings>,
     key: AuthedKey,
     headers: HeaderMap,
     ApiJson(request): ApiJson<ChatRequest>,
 ) -> Response {
+    let allowance = match limiter.admit(&key, request.asks_for_free()).await {
+        Ok(allowance) => allowance,
+        Err(refused) => return ApiError::from(refused).into_response(),
+    };
     let generation_id = new_generation_id();
     let caller = Caller {
         generation_id: generation_id.clone(),
         key,
         app: app_info(&headers),
     };
-    if request.stream {
-        return sse::respond(generation_id, chat.stream(caller, request), settings).await;
-    }
-    let mut response = match chat.complete(caller, request).await {
-        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err(error) => error.into_response(),
+    let mut response = if request.stream {
+        sse::respond(generation_id, chat.stream(caller, request), settings).await
+    } else {
+        let mut response = match chat.complete(caller, request).await {
+            Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+            Err(error) => error.into_response(),
+        };
+        with_generation_id(&mut response, &generation_id);
+        response
     };
-    with_generation_id(&mut response, &generation_id);
+    if let Some(window) = allowance.tightest {
+        response.headers_mut().extend(rate_limit_headers(&window));
+    }
     response
 }
 

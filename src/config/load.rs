@@ -12,7 +12,8 @@ use super::document::Document;
 use super::env::{Substituted, substitute};
 use super::validate::{self, Problem};
 use super::{
-    Config, CreditsConfig, DatabaseConfig, HealthConfig, LoadedConfig, ModelConfig, ServerConfig,
+    Config, CreditsConfig, DatabaseConfig, HealthConfig, LimitsConfig, LoadedConfig, ModelConfig,
+    ServerConfig,
 };
 
 #[derive(Debug, Clone)]
@@ -126,6 +127,7 @@ pub(super) fn embedded_default(
         database: DatabaseConfig::default(),
         health: HealthConfig::default(),
         credits: CreditsConfig::default(),
+        limits: LimitsConfig::default(),
         redis: None,
         providers: bundled::default_providers(env),
         models: Vec::new(),

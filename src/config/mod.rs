@@ -33,7 +33,9 @@ pub struct Config {
     pub health: HealthConfig,
     #[serde(default)]
     pub credits: CreditsConfig,
-    /// Optional; shared limits and cache across replicas (used by later issues).
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Optional; when set, rate limits are counted here instead of in the database.
     pub redis: Option<RedisConfig>,
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
@@ -210,6 +212,45 @@ impl Default for CreditsConfig {
     fn default() -> Self {
         Self {
             hold_lease: Self::default_hold_lease(),
+        }
+    }
+}
+
+/// Per-key request rate limits. Counted in fixed UTC windows (the minute; the day from 00:00
+/// UTC) in the shared database or Redis, so every replica enforces the same count.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// For keys without a `requests_per_minute` of their own; `None` is unlimited.
+    #[serde(default)]
+    pub requests_per_minute: Option<u32>,
+    /// For keys without a `requests_per_day` of their own; `None` is unlimited.
+    #[serde(default)]
+    pub requests_per_day: Option<u32>,
+    /// Requests for `:free` models, per key, on top of the key's own limits: free endpoints are
+    /// someone else's gift, and the contract promises they are not drained by one caller.
+    #[serde(default = "LimitsConfig::default_free_requests_per_minute")]
+    pub free_requests_per_minute: u32,
+    #[serde(default = "LimitsConfig::default_free_requests_per_day")]
+    pub free_requests_per_day: u32,
+}
+
+impl LimitsConfig {
+    fn default_free_requests_per_minute() -> u32 {
+        20
+    }
+    fn default_free_requests_per_day() -> u32 {
+        50
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            requests_per_minute: None,
+            requests_per_day: None,
+            free_requests_per_minute: Self::default_free_requests_per_minute(),
+            free_requests_per_day: Self::default_free_requests_per_day(),
         }
     }
 }

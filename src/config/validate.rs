@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 
 use super::document::KeyPath;
 use super::{
-    Config, DatabaseConfig, HealthConfig, ModelConfig, ProviderConfig, ProviderKind, ServerConfig,
+    Config, DatabaseConfig, HealthConfig, LimitsConfig, ModelConfig, ProviderConfig, ProviderKind,
+    ServerConfig,
 };
 use crate::providers::presets::{self, Preset};
 use crate::usage::Price;
@@ -46,12 +47,14 @@ pub(super) fn settings(config: &mut Config, problems: &mut Vec<Problem>) {
             "credits.hold_lease: must be above zero",
         ));
     }
+    limits(&config.limits, problems);
     if let Some(redis) = &config.redis {
         let path = KeyPath::root("redis").key("url");
+        // No `rediss://`: this build's Redis client has no TLS (it would fail only at startup).
         check_scheme(
             &redis.url,
             &path,
-            &["redis", "rediss", "unix", "redis+unix"],
+            &["redis", "unix", "redis+unix"],
             problems,
         );
     }
@@ -126,6 +129,27 @@ fn health(health: &HealthConfig, problems: &mut Vec<Problem>) {
             path.key("max_cool_down"),
             "health.max_cool_down: must be at least health.cool_down",
         ));
+    }
+}
+
+fn limits(limits: &LimitsConfig, problems: &mut Vec<Problem>) {
+    let path = KeyPath::root("limits");
+    let keys = [
+        ("requests_per_minute", limits.requests_per_minute),
+        ("requests_per_day", limits.requests_per_day),
+        (
+            "free_requests_per_minute",
+            Some(limits.free_requests_per_minute),
+        ),
+        ("free_requests_per_day", Some(limits.free_requests_per_day)),
+    ];
+    for (key, value) in keys {
+        if value == Some(0) {
+            problems.push(Problem::new(
+                path.key(key),
+                format!("limits.{key}: must be at least 1"),
+            ));
+        }
     }
 }
 
@@ -564,6 +588,35 @@ mod tests {
             completion = "2"
         "#;
         assert_eq!(messages(text), Vec::<String>::new());
+    }
+
+    #[test]
+    fn limits_default_to_unlimited_keys_and_20_and_50_free_requests_and_refuse_zero() {
+        let limits = parse("").limits;
+        assert_eq!(
+            (limits.requests_per_minute, limits.requests_per_day),
+            (None, None)
+        );
+        assert_eq!(
+            (
+                limits.free_requests_per_minute,
+                limits.free_requests_per_day
+            ),
+            (20, 50)
+        );
+        let zero = r#"
+            [limits]
+            requests_per_minute = 0
+            free_requests_per_day = 0
+        "#;
+        assert_eq!(
+            messages(zero),
+            [
+                "limits.requests_per_minute: must be at least 1",
+                "limits.free_requests_per_day: must be at least 1"
+            ]
+        );
+        assert!(toml::from_str::<Config>("[limits]\nrequests_per_hour = 5").is_err());
     }
 
     #[test]

@@ -9,8 +9,8 @@ mod usage;
 
 pub use chunk::{ChatChunk, ChunkChoice, ChunkError, Delta};
 pub use request::{
-    ChatRequest, Content, DataCollectionPreference, MaxPrice, Message, ProviderPreferences, Role,
-    SortBy, SortPartition, SortPreference, StreamOptions,
+    ChatRequest, Content, DataCollectionPreference, FREE_SUFFIX, MaxPrice, Message,
+    ProviderPreferences, Role, SortBy, SortPartition, SortPreference, StreamOptions,
 };
 pub use response::{ChatResponse, Choice, ResponseMessage};
 pub use sampling::{SAMPLING_PARAMETERS, SamplingSet};

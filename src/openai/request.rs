@@ -5,6 +5,9 @@ use serde_json::{Map, Value};
 
 use super::is_false;
 
+/// The model suffix that asks for a model's zero-priced endpoints, under the free-tier limits.
+pub const FREE_SUFFIX: &str = ":free";
+
 /// A chat request. Fields the gateway acts on are typed (so a wrong type is a 400); every other
 /// field is kept in `extra` and passed through untouched to OpenAI-compatible upstreams.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,6 +66,15 @@ impl ChatRequest {
             }
         }
         candidates
+    }
+
+    /// Whether any candidate model asks for the free tier (`:free`): the whole request is then
+    /// held to the free-tier rate limits, since any candidate may be the one that serves it.
+    pub fn asks_for_free(&self) -> bool {
+        self.model
+            .iter()
+            .chain(&self.models)
+            .any(|id| id.ends_with(FREE_SUFFIX))
     }
 
     /// A cheap prompt-size estimate (four bytes of text per token), for the context-length filter
@@ -262,6 +274,23 @@ mod tests {
         let request: ChatRequest =
             serde_json::from_str(r#"{"model":"a","models":["b","a","c"],"messages":[]}"#).unwrap();
         assert_eq!(request.model_candidates(), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_request_asks_for_free_when_model_or_any_fallback_ends_with_free() {
+        let asks = |body: &str| {
+            serde_json::from_str::<ChatRequest>(body)
+                .unwrap()
+                .asks_for_free()
+        };
+        assert!(asks(r#"{"model":"a/b:free","messages":[]}"#));
+        assert!(asks(
+            r#"{"model":"a/b","models":["c/d:free"],"messages":[]}"#
+        ));
+        assert!(!asks(
+            r#"{"model":"a/b:floor","models":["free/d"],"messages":[]}"#
+        ));
+        assert!(!asks(r#"{"model":"a/b:freeze","messages":[]}"#));
     }
 
     #[test]

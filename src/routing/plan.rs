@@ -1,5 +1,5 @@
 //! The per-request plan: which endpoints to try, in which order. Resolves the candidate models
-//! (with their `:floor` and `:nitro` suffixes), drops endpoints the filters or the health
+//! (with their `:floor`, `:nitro` and `:free` suffixes), drops endpoints the filters or the health
 //! tracker rule out, and hands each model's group (or, for `sort` with `partition: "none"`,
 //! everything) to selection to order.
 
@@ -13,7 +13,7 @@ use super::filter::Needs;
 use super::select::{self, Candidate, Preferences};
 use super::status::EndpointHealth;
 use crate::openai::{
-    ChatRequest, MicroUsd, ProviderPreferences, SortBy, SortPartition, SortPreference,
+    ChatRequest, FREE_SUFFIX, MicroUsd, ProviderPreferences, SortBy, SortPartition, SortPreference,
 };
 
 /// One endpoint of one model, to be tried in turn.
@@ -100,22 +100,47 @@ const UNHEALTHY_RETRY_AFTER: Duration = Duration::from_secs(10);
 /// The model suffixes that pick a sort, as OpenRouter's shortcuts for `provider.sort`.
 const SUFFIXES: [(&str, SortBy); 2] = [(":floor", SortBy::Price), (":nitro", SortBy::Throughput)];
 
-/// The catalog model a candidate id names, and the sort its suffix asks for. An id the catalog
+/// What a candidate id's suffix asks of its model's endpoints.
+#[derive(Debug, Clone, Copy, Default)]
+struct Suffix {
+    sort: Option<SortBy>,
+    /// `:free`: only the zero-priced endpoints.
+    free_only: bool,
+}
+
+/// The catalog model a candidate id names, and what its suffix asks for. An id the catalog
 /// holds verbatim wins, so ids that contain `:` keep working.
-fn resolve<'c>(
-    catalog: &'c Catalog,
-    id: &str,
-) -> Result<(&'c Arc<Model>, Option<SortBy>), PlanError> {
+fn resolve<'c>(catalog: &'c Catalog, id: &str) -> Result<(&'c Arc<Model>, Suffix), PlanError> {
     if let Some(model) = catalog.model(id) {
-        return Ok((model, None));
+        return Ok((model, Suffix::default()));
+    }
+    if let Some(model) = id
+        .strip_suffix(FREE_SUFFIX)
+        .and_then(|plain| catalog.model(plain))
+    {
+        let free = Suffix {
+            sort: None,
+            free_only: true,
+        };
+        return Ok((model, free));
     }
     SUFFIXES
         .iter()
         .find_map(|(suffix, sort)| {
             let model = catalog.model(id.strip_suffix(suffix)?)?;
-            Some((model, Some(*sort)))
+            let sorted = Suffix {
+                sort: Some(*sort),
+                free_only: false,
+            };
+            Some((model, sorted))
         })
         .ok_or_else(|| PlanError::UnknownModel(id.to_owned()))
+}
+
+/// Why `:free` drops an endpoint: free means nothing is charged for input or output.
+fn not_free(suffix: Suffix, endpoint: &Endpoint) -> Option<&'static str> {
+    let free = endpoint.pricing.prompt.is_free() && endpoint.pricing.completion.is_free();
+    (suffix.free_only && !free).then_some(":free: the endpoint is not zero-priced")
 }
 
 /// Builds the plan: models in `model_candidates` order, each model's usable endpoints ordered
@@ -149,15 +174,18 @@ pub fn plan<R: Rng + ?Sized>(
     let mut first_rejection = None;
     let mut unhealthy: Option<(&str, Option<Duration>)> = None;
     for id in candidates {
-        let (model, suffix_sort) = resolve(catalog, id)?;
-        // `x` and `x:floor` in one list are one model, planned once.
+        let (model, suffix) = resolve(catalog, id)?;
+        // `x` and `x:floor` (or `x:free`) in one list are one model, planned once, as the
+        // first of them asks.
         if planned.iter().any(|seen| Arc::ptr_eq(seen, model)) {
             continue;
         }
         planned.push(model);
         let start = chosen.len();
         for (index, endpoint) in model.endpoints.iter().enumerate() {
-            if let Some(filter) = needs.rejection(model, endpoint) {
+            if let Some(filter) =
+                not_free(suffix, endpoint).or_else(|| needs.rejection(model, endpoint))
+            {
                 first_rejection.get_or_insert((&*model.id, filter));
                 continue;
             }
@@ -175,7 +203,7 @@ pub fn plan<R: Rng + ?Sized>(
             chosen.push(Candidate::new(attempt, status));
         }
         if !across_models {
-            let sort = ordering.sort.or(suffix_sort);
+            let sort = ordering.sort.or(suffix.sort);
             let ordering = Preferences { sort, ..ordering };
             select::arrange(&mut chosen[start..], &ordering, rng);
         }
@@ -295,6 +323,19 @@ id = "x/two"
   upstream = "two-a"
   prompt = "0.5"
   completion = "1"
+
+[[models]]
+id = "x/gift"
+  [[models.endpoints]]
+  provider = "a"
+  upstream = "gift-a"
+  prompt = "0"
+  completion = "0"
+  [[models.endpoints]]
+  provider = "b"
+  upstream = "gift-b"
+  prompt = "0"
+  completion = "0.5"
 
 [[models]]
 id = "x/tagged:v1"
@@ -464,8 +505,22 @@ id = "x/tagged:v1"
         let tagged = r#"{"model":"x/tagged:v1","messages":[]}"#;
         assert_eq!(providers_for(tagged).unwrap(), ["x/tagged:v1@b"]);
         assert_eq!(
+            providers_for(r#"{"model":"x/one:beta","messages":[]}"#).unwrap_err(),
+            PlanError::UnknownModel("x/one:beta".into())
+        );
+    }
+
+    #[test]
+    fn the_free_suffix_keeps_only_zero_priced_endpoints_of_that_candidate() {
+        let free = r#"{"model":"x/gift:free","models":["x/two"],"messages":[]}"#;
+        assert_eq!(providers_for(free).unwrap(), ["x/gift@a", "x/two@a"]);
+        assert_eq!(sorted(r#"{"model":"x/gift","messages":[]}"#).len(), 2);
+        assert_eq!(
             providers_for(r#"{"model":"x/one:free","messages":[]}"#).unwrap_err(),
-            PlanError::UnknownModel("x/one:free".into())
+            PlanError::NoEndpoint {
+                model: "x/one".into(),
+                filter: ":free: the endpoint is not zero-priced"
+            }
         );
     }
 

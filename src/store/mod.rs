@@ -1,10 +1,13 @@
 //! The only module with SQL: one [`Store`] over SQLite or Postgres, migrations for both, one file
-//! per table. It knows rows, not requests: no HTTP, routing or pricing here.
+//! per table; and the Redis rate counters that can stand in for one of them. It knows rows, not
+//! requests: no HTTP, routing or pricing here.
 
 mod api_keys;
 mod credits;
 mod generations;
 mod key_usage;
+mod rate_counters;
+mod redis_counters;
 mod settlement;
 mod sqlite_write;
 
@@ -20,6 +23,8 @@ pub use api_keys::{ApiKeyRow, KeyUpdate, NewApiKey};
 pub use credits::NewHold;
 pub use generations::GenerationRow;
 pub use key_usage::{CreditTotalsRow, KeyPage, KeyUsageRow, UsageWindows};
+pub use rate_counters::{RateCheck, RateCounters, RateCounts, RateOutcome, RateScope};
+pub use redis_counters::RedisCounters;
 use sqlite_write::WriteConnection;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +33,8 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("redis error: {0}")]
+    Redis(#[from] redis::RedisError),
     #[error("a database batch panicked")]
     BatchPanicked,
     #[error("migration failed: {0}")]

@@ -17,6 +17,7 @@ mod helpers;
 mod keys;
 mod models;
 mod params;
+mod rate_limits;
 mod routing;
 mod scripted_upstream;
 mod store;
