@@ -91,6 +91,7 @@ impl App {
                         health.clone(),
                         credits.clone(),
                         generations.clone(),
+                        config.database.log_prompts,
                     ),
                     keys: keys.clone(),
                     limiter: limiter.clone(),

@@ -30,6 +30,8 @@ pub struct Chat {
     health: Arc<HealthTracker>,
     credits: Credits,
     generations: GenerationSink,
+    /// Whether generations keep their prompt and answer (`[database] log_prompts`).
+    log_prompts: bool,
 }
 
 /// Who asked, and under which id the answer is recorded.
@@ -47,6 +49,7 @@ impl Chat {
         health: Arc<HealthTracker>,
         credits: Credits,
         generations: GenerationSink,
+        log_prompts: bool,
     ) -> Self {
         Self {
             catalog,
@@ -54,6 +57,7 @@ impl Chat {
             health,
             credits,
             generations,
+            log_prompts,
         }
     }
 
@@ -132,6 +136,12 @@ impl Chat {
                     }
                     response.usage = Some(usage.clone());
                     let finish_reason = response.finish_reason().map(str::to_owned);
+                    recorder.answered(
+                        response
+                            .choices
+                            .first()
+                            .and_then(|choice| choice.message.content.as_deref()),
+                    );
                     let body = serde_json::to_vec(&response).map_err(|_| ApiError::internal())?;
                     return Ok((usage, finish_reason, Bytes::from(body)));
                 }
@@ -196,6 +206,7 @@ impl Chat {
             caller.key.hash,
             request,
             caller.app,
+            self.log_prompts,
             self.generations.clone(),
         )
     }

@@ -118,6 +118,10 @@ pub struct DatabaseConfig {
     /// A partial batch is written after waiting this long.
     #[serde(default = "DatabaseConfig::default_flush_interval")]
     pub flush_interval: HumanDuration,
+    /// Keep each request's messages and the answer's text in `generation_contents`. Off by
+    /// default: prompts are the callers' data, and most operators must not keep them.
+    #[serde(default)]
+    pub log_prompts: bool,
 }
 
 impl DatabaseConfig {
@@ -138,6 +142,7 @@ impl fmt::Debug for DatabaseConfig {
             .field("url", &RedactedUrl(&self.url))
             .field("batch_size", &self.batch_size)
             .field("flush_interval", &self.flush_interval)
+            .field("log_prompts", &self.log_prompts)
             .finish()
     }
 }
@@ -148,6 +153,7 @@ impl Default for DatabaseConfig {
             url: Self::default_url(),
             batch_size: Self::default_batch_size(),
             flush_interval: Self::default_flush_interval(),
+            log_prompts: false,
         }
     }
 }

@@ -7,7 +7,10 @@ use std::sync::{Arc, LazyLock};
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::generations::{SettledRow, bind_unnest, insert_sqlite, insert_unnest};
+use super::generations::{
+    SettledRow, bind_unnest, insert_contents_postgres, insert_contents_sqlite, insert_sqlite,
+    insert_unnest,
+};
 use super::settlement::{Movements, ReleasedHold};
 use super::{GenerationRow, Pool, Store, StoreError};
 
@@ -314,6 +317,7 @@ impl Store {
                         .filter(|row| ids.contains(row.id.as_str()))
                         .collect()
                 };
+                insert_contents_postgres(&mut transaction, &inserted).await?;
                 let pairs = pair_with_holds(&inserted, &released);
                 apply_postgres(&mut transaction, &Movements::of(&pairs, &[], now)).await?;
                 transaction.commit().await?;
@@ -326,6 +330,7 @@ impl Store {
                         let transaction =
                             connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
                         let inserted = insert_sqlite(&transaction, &rows)?;
+                        insert_contents_sqlite(&transaction, &inserted)?;
                         let mut released = Vec::new();
                         {
                             let mut release = transaction.prepare_cached(&SQLITE.release_hold)?;

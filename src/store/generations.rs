@@ -33,6 +33,19 @@ pub struct GenerationRow {
     pub attempts: String,
     /// The error message returned to the caller, when the request failed.
     pub error: Option<String>,
+    /// The request's messages and the answer's text, only when prompt logging is on; kept in
+    /// `generation_contents`, not in this table.
+    #[sqlx(skip)]
+    pub content: Option<Box<GenerationContent>>,
+}
+
+/// A generation's prompt and answer, as prompt logging keeps them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GenerationContent {
+    /// The `messages` array as JSON.
+    pub prompt: String,
+    /// The answer's text; `None` when no answer came.
+    pub completion: Option<String>,
 }
 
 /// A macro rather than a `const` so that `concat!` builds each query as one `&'static str`.
@@ -146,6 +159,57 @@ pub(super) fn bind_unnest<'q>(
         .bind(column(rows, |row| row.cancelled))
         .bind(column(rows, |row| row.attempts.as_str()))
         .bind(column(rows, |row| row.error.as_deref()))
+}
+
+const INSERT_CONTENT: &str =
+    "INSERT INTO generation_contents (generation_id, prompt, completion) VALUES (?1, ?2, ?3)";
+
+const INSERT_CONTENTS_UNNEST: &str = "INSERT INTO generation_contents (generation_id, prompt, \
+     completion) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[])";
+
+/// Keeps the prompt and answer of each row that carries them (prompt logging is on).
+pub(super) fn insert_contents_sqlite(
+    transaction: &Transaction<'_>,
+    rows: &[&GenerationRow],
+) -> rusqlite::Result<()> {
+    let mut insert = transaction.prepare_cached(INSERT_CONTENT)?;
+    for row in rows {
+        if let Some(content) = &row.content {
+            insert.execute(params![row.id, content.prompt, content.completion])?;
+        }
+    }
+    Ok(())
+}
+
+/// [`insert_contents_sqlite`] for Postgres: one statement for the whole batch.
+pub(super) async fn insert_contents_postgres(
+    transaction: &mut sqlx::PgConnection,
+    rows: &[&GenerationRow],
+) -> Result<(), StoreError> {
+    let logged: Vec<(&str, &GenerationContent)> = rows
+        .iter()
+        .filter_map(|row| Some((row.id.as_str(), row.content.as_deref()?)))
+        .collect();
+    if logged.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(INSERT_CONTENTS_UNNEST)
+        .bind(logged.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+        .bind(
+            logged
+                .iter()
+                .map(|(_, c)| c.prompt.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            logged
+                .iter()
+                .map(|(_, c)| c.completion.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .execute(transaction)
+        .await?;
+    Ok(())
 }
 
 /// A generation the Postgres settlement inserted, with the hold it released, if it had one.

@@ -21,7 +21,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 pub use api_keys::{ApiKeyRow, KeyUpdate, NewApiKey};
 pub use credits::NewHold;
-pub use generations::GenerationRow;
+pub use generations::{GenerationContent, GenerationRow};
 pub use key_usage::{CreditTotalsRow, KeyPage, KeyUsageRow, UsageWindows};
 pub use rate_counters::{RateCheck, RateCounters, RateCounts, RateOutcome, RateScope};
 pub use redis_counters::RedisCounters;

@@ -249,6 +249,7 @@ mod tests {
             cancelled: false,
             attempts: "[]".to_owned(),
             error: None,
+            content: None,
         }
     }
 

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::pricing::Pricing;
 use super::writer::GenerationSink;
 use crate::openai::{ChatChunk, ChatRequest, Cost, Usage};
-use crate::store::GenerationRow;
+use crate::store::{GenerationContent, GenerationRow};
 
 /// The app a request came from (OpenRouter's `HTTP-Referer` and `X-Title` headers).
 #[derive(Debug, Clone, Default)]
@@ -90,6 +90,8 @@ pub struct Recorder {
     streamed_deltas: u64,
     /// Usage the upstream reported before the stream was cut, which beats the estimate.
     reported_usage: Option<Usage>,
+    /// The prompt and the answer so far, only when prompt logging is on.
+    content: Option<Box<GenerationContent>>,
     sink: Option<GenerationSink>,
 }
 
@@ -99,8 +101,15 @@ impl Recorder {
         key_hash: Arc<str>,
         request: &ChatRequest,
         app: AppInfo,
+        log_prompts: bool,
         sink: GenerationSink,
     ) -> Self {
+        let content = log_prompts.then(|| {
+            Box::new(GenerationContent {
+                prompt: serde_json::to_string(&request.messages).unwrap_or_default(),
+                completion: None,
+            })
+        });
         Self {
             id,
             key_hash,
@@ -120,6 +129,7 @@ impl Recorder {
             first_token_at: None,
             streamed_deltas: 0,
             reported_usage: None,
+            content,
             sink: Some(sink),
         }
     }
@@ -158,10 +168,27 @@ impl Recorder {
                     || delta.tool_calls.is_some()
             })
             .count() as u64;
+        if let Some(content) = &mut self.content {
+            for choice in &chunk.choices {
+                if let Some(text) = choice.delta.content.as_deref() {
+                    content
+                        .completion
+                        .get_or_insert_with(String::new)
+                        .push_str(text);
+                }
+            }
+        }
         if deltas > 0 && self.first_token_at.is_none() {
             self.first_token_at = Some(Instant::now());
         }
         self.streamed_deltas += deltas;
+    }
+
+    /// The whole answer's text, for prompt logging (a stream's is gathered by [`Recorder::observe`]).
+    pub fn answered(&mut self, text: Option<&str>) {
+        if let (Some(content), Some(text)) = (&mut self.content, text) {
+            content.completion = Some(text.to_owned());
+        }
     }
 
     pub fn reported(&mut self, usage: Usage) {
@@ -244,6 +271,7 @@ impl Recorder {
             cancelled,
             attempts: serde_json::to_string(&self.attempts).unwrap_or_else(|_| "[]".to_owned()),
             error: error.map(str::to_owned),
+            content: self.content.take(),
         };
         sink.record(row);
     }

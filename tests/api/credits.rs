@@ -13,7 +13,9 @@ use switchyard::store::{GenerationRow, NewHold, Store};
 use crate::dashboard::Dashboard;
 use crate::db::{Backend, drop_database, fresh_database_url};
 use crate::gateway_process::GatewayProcess;
-use crate::helpers::{TestApp, spawn_app, spawn_app_with_tables, upstream_tables};
+use crate::helpers::{
+    Extra, TestApp, spawn_app, spawn_app_with, spawn_app_with_tables, upstream_tables,
+};
 use crate::upstream::{Behaviour, MockUpstream};
 
 crate::on_both_backends!(
@@ -26,6 +28,7 @@ crate::on_both_backends!(
     keys_without_a_limit_are_charged_without_holding,
     two_gateway_processes_sharing_a_database_never_overspend_a_key,
     holds_of_a_killed_gateway_are_refunded_after_it_restarts,
+    prompts_and_answers_are_kept_only_when_prompt_logging_is_on,
 );
 
 /// A key of `app` with this limit in micro-USD, as a bearer token.
@@ -347,6 +350,7 @@ async fn an_expired_hold_is_refunded_once_and_its_late_generation_charged_once(b
         cancelled: false,
         attempts: "[]".to_owned(),
         error: None,
+        content: None,
     };
     store
         .settle_generations(vec![row.clone()].into())
@@ -548,4 +552,51 @@ async fn wait_for(url: &str, key_hash: &str, done: impl Fn(&Books) -> bool) -> B
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+async fn prompts_and_answers_are_kept_only_when_prompt_logging_is_on(backend: Backend) {
+    let logging = spawn_app_with(
+        backend,
+        Extra {
+            database: "log_prompts = true",
+            ..Extra::default()
+        },
+    )
+    .await;
+    let quiet = spawn_app(backend).await;
+    for app in [&logging, &quiet] {
+        assert_eq!(app.post_chat(&echo(100)).await.status(), 200);
+        let stream = json!({
+            "model": "switchyard/echo",
+            "stream": true,
+            "messages": [{"role": "user", "content": "stream these words"}],
+        });
+        let response = app.post_chat(&stream).await;
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap();
+        app.flush().await;
+    }
+
+    let dashboard = Dashboard::open(&logging.database_url).await;
+    let kept = dashboard
+        .number("SELECT COUNT(*) FROM generation_contents")
+        .await;
+    let answers = dashboard
+        .number(
+            "SELECT COUNT(*) FROM generation_contents WHERE completion IN \
+             ('hello there again', 'stream these words') \
+             AND prompt LIKE '[{\"role\":\"user\"%'",
+        )
+        .await;
+    dashboard.close().await;
+    assert_eq!((kept, answers), (2, 2), "both answers, streamed or not");
+
+    let dashboard = Dashboard::open(&quiet.database_url).await;
+    let kept = dashboard
+        .number("SELECT COUNT(*) FROM generation_contents")
+        .await;
+    dashboard.close().await;
+    assert_eq!(kept, 0, "nothing is kept by default");
+    logging.stop().await;
+    quiet.stop().await;
 }

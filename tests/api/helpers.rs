@@ -46,6 +46,8 @@ pub struct TestApp {
 #[derive(Default)]
 pub struct Extra<'a> {
     pub server: &'a str,
+    /// Lines for `[database]`, after its `url` and `flush_interval`.
+    pub database: &'a str,
     pub tables: String,
 }
 
@@ -69,6 +71,7 @@ listen = "127.0.0.1:0"
 [database]
 url = "{database}"
 flush_interval = "20ms"
+{database_extra}
 
 [[providers]]
 id = "mock"
@@ -87,6 +90,7 @@ context_length = 128000
 {tables}
 "#,
         server = extra.server,
+        database_extra = extra.database,
         tables = extra.tables,
     );
     let config = switchyard::config::from_text(&text, "test config", &|_| None)
@@ -121,7 +125,14 @@ context_length = 128000
 
 /// The app with extra config tables (providers, models) after the defaults.
 pub async fn spawn_app_with_tables(backend: Backend, tables: String) -> TestApp {
-    spawn_app_with(backend, Extra { server: "", tables }).await
+    spawn_app_with(
+        backend,
+        Extra {
+            tables,
+            ..Extra::default()
+        },
+    )
+    .await
 }
 
 /// Config tables for an `openai-compatible` provider at `upstream` serving `model`, with short

@@ -34,7 +34,14 @@ id = "switchyard/gift"
 
 async fn spawn_app_with_limits(backend: Backend, limits: &str) -> TestApp {
     let tables = format!("{FREE_MODEL}\n[limits]\n{limits}\n");
-    spawn_app_with(backend, Extra { server: "", tables }).await
+    spawn_app_with(
+        backend,
+        Extra {
+            tables,
+            ..Extra::default()
+        },
+    )
+    .await
 }
 
 fn redis_url() -> String {
@@ -264,7 +271,14 @@ async fn with_redis_configured_requests_are_counted_there_exactly(backend: Backe
         "[limits]\nrequests_per_minute = 10\n[redis]\nurl = \"{}\"\n",
         redis_url()
     );
-    let app = spawn_app_with(backend, Extra { server: "", tables }).await;
+    let app = spawn_app_with(
+        backend,
+        Extra {
+            tables,
+            ..Extra::default()
+        },
+    )
+    .await;
     assert_eq!(thirty_at_once(&app).await, (10, 20));
     let (refused, hash) = loop {
         let started = minute();

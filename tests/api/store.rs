@@ -84,6 +84,7 @@ fn generation(id: &str, key_hash: &str) -> GenerationRow {
         attempts: r#"[{"provider":"openai","model":"gpt-4o","status":200,"latency_ms":812}]"#
             .to_owned(),
         error: None,
+        content: None,
     }
 }
 

@@ -28,7 +28,15 @@ fn stream_request(model: &str) -> Value {
 
 async fn app_with(backend: Backend, upstream: &MockUpstream, server: &'static str) -> TestApp {
     let tables = upstream_tables(upstream, "acme", "acme/chat");
-    spawn_app_with(backend, Extra { server, tables }).await
+    spawn_app_with(
+        backend,
+        Extra {
+            server,
+            tables,
+            ..Extra::default()
+        },
+    )
+    .await
 }
 
 /// Reads the body until `needle` has arrived, returning everything read so far.
