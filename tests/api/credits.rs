@@ -23,7 +23,7 @@ crate::on_both_backends!(
     a_settled_request_is_charged_its_cost_and_refunded_the_rest_of_its_hold,
     concurrent_requests_never_push_a_key_past_its_limit,
     a_cancelled_stream_on_a_limited_key_is_charged_for_what_it_produced,
-    a_daily_limit_starts_afresh_at_the_next_utc_midnight,
+    a_limit_starts_afresh_at_each_period_boundary,
     an_expired_hold_is_refunded_once_and_its_late_generation_charged_once,
     keys_without_a_limit_are_charged_without_holding,
     two_gateway_processes_sharing_a_database_never_overspend_a_key,
@@ -261,41 +261,62 @@ async fn a_cancelled_stream_on_a_limited_key_is_charged_for_what_it_produced(bac
     app.stop().await;
 }
 
-/// Holds taken straight through the store at a chosen instant: the limit of a daily key resets at
-/// 00:00 UTC, so spend from yesterday does not count today.
-async fn a_daily_limit_starts_afresh_at_the_next_utc_midnight(backend: Backend) {
+/// Holds taken straight through the store at chosen instants (the clock is an argument): a
+/// limit resets at 00:00 UTC, weeks start on Monday and months on the 1st, so what was spent in
+/// the last second of a period does not count in the first second of the next.
+async fn a_limit_starts_afresh_at_each_period_boundary(backend: Backend) {
     let app = spawn_app(backend).await;
-    let (_, hash) = limited_key(&app, 1_000, Some(LimitReset::Daily)).await;
-    let store: &Store = &app.state.store;
-    let late = Utc.with_ymd_and_hms(2026, 11, 23, 23, 59, 59).unwrap();
-    let hold = |id: &'static str, at| NewHold {
-        generation_id: id,
-        key_hash: &hash,
-        amount: 600,
-        limit: 1_000,
-        period_start: period_start(Some(LimitReset::Daily), at),
-        holder: "test",
-        expires_at: Utc::now() + Days::minutes(5),
-    };
-    assert!(store.take_hold(&hold("gen-a", late)).await.unwrap());
-    assert!(
-        !store.take_hold(&hold("gen-b", late)).await.unwrap(),
-        "1,200 of a 1,000 limit on one day"
-    );
-    let next_day = late + Days::seconds(1);
-    assert!(
-        store.take_hold(&hold("gen-c", next_day)).await.unwrap(),
-        "a new day, a new limit"
-    );
-    assert!(!store.take_hold(&hold("gen-d", next_day)).await.unwrap());
-    let dashboard = Dashboard::open(&app.database_url).await;
-    let spent = dashboard
-        .number(&format!(
-            "SELECT period_spent FROM key_credits WHERE key_hash = '{hash}'"
-        ))
-        .await;
-    dashboard.close().await;
-    assert_eq!(spent, 600, "only today's hold counts against today");
+    // 2026-11-29 is a Sunday; 2026-11-30 the last day of a month.
+    let boundaries = [
+        (
+            LimitReset::Daily,
+            Utc.with_ymd_and_hms(2026, 11, 23, 23, 59, 59),
+        ),
+        (
+            LimitReset::Weekly,
+            Utc.with_ymd_and_hms(2026, 11, 29, 23, 59, 59),
+        ),
+        (
+            LimitReset::Monthly,
+            Utc.with_ymd_and_hms(2026, 11, 30, 23, 59, 59),
+        ),
+    ];
+    for (reset, last_second) in boundaries {
+        let last_second = last_second.unwrap();
+        let (_, hash) = limited_key(&app, 1_000, Some(reset)).await;
+        let store: &Store = &app.state.store;
+        let ids: Vec<String> = (0..4)
+            .map(|n| format!("gen-{}-{n}", reset.as_str()))
+            .collect();
+        let hold = |n: usize, at| NewHold {
+            generation_id: &ids[n],
+            key_hash: &hash,
+            amount: 600,
+            limit: 1_000,
+            period_start: period_start(Some(reset), at),
+            holder: "test",
+            expires_at: Utc::now() + Days::minutes(5),
+        };
+        assert!(store.take_hold(&hold(0, last_second)).await.unwrap());
+        assert!(
+            !store.take_hold(&hold(1, last_second)).await.unwrap(),
+            "{reset:?}: 1,200 of a 1,000 limit in one period"
+        );
+        let next_period = last_second + Days::seconds(1);
+        assert!(
+            store.take_hold(&hold(2, next_period)).await.unwrap(),
+            "{reset:?}: a new period, a new limit"
+        );
+        assert!(!store.take_hold(&hold(3, next_period)).await.unwrap());
+        let dashboard = Dashboard::open(&app.database_url).await;
+        let spent = dashboard
+            .number(&format!(
+                "SELECT period_spent FROM key_credits WHERE key_hash = '{hash}'"
+            ))
+            .await;
+        dashboard.close().await;
+        assert_eq!(spent, 600, "{reset:?}: only this period's hold counts");
+    }
     app.stop().await;
 }
 
