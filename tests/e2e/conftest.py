@@ -1,7 +1,8 @@
 """Real `switchyard serve` processes, driven the way users drive them.
 
 The gateway is the built binary named by $SWITCHYARD_BIN (scripts/test builds it and sets it), on a
-config written here: the built-in mock provider, SQLite in a temporary directory, a free port.
+config written here: the built-in mock provider, SQLite in a temporary directory, a free port
+and an `admin_token` of its own (`Gateway.admin_token`, for the key-provisioning API).
 `gateway` is one such process for the whole session; `start_gateway` starts more with extra config
 tables, and `replaying_upstream` is a stand-in provider for them that replays recorded bodies and
 streams (tests/fixtures/<provider>/), so each adapter's translation is checked through the SDK.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import secrets
 import signal
 import socket
 import struct
@@ -50,6 +52,8 @@ class Gateway:
     port: int
     key: str
     log: Path
+    # `[server] admin_token`, set on every gateway so the key-provisioning API can be driven.
+    admin_token: str
 
     @property
     def root(self) -> str:
@@ -83,7 +87,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _write_config(directory: Path, port: int, extra: str) -> Path:
+def _write_config(directory: Path, port: int, admin_token: str, extra: str) -> Path:
     config = directory / "switchyard.toml"
     db = directory / "switchyard.db"
     # A short keep-alive so a stream that stalls shows up within the tests' timeouts.
@@ -92,6 +96,7 @@ def _write_config(directory: Path, port: int, extra: str) -> Path:
 [server]
 listen = "127.0.0.1:{port}"
 sse_keepalive = "1s"
+admin_token = "{admin_token}"
 
 [database]
 url = "sqlite://{db}"
@@ -151,7 +156,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         pytest.fail(f"switchyard did not stop within {STOP_TIMEOUT_S}s of SIGTERM")
 
 
-def _start(binary: Path, directory: Path, config: Path, port: int, key: str):
+def _start(binary: Path, directory: Path, config: Path, port: int, key: str, admin_token: str):
     log = directory / f"serve-{port}.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
@@ -162,7 +167,7 @@ def _start(binary: Path, directory: Path, config: Path, port: int, key: str):
             # Debug logs, so the test that looks for leaked keys reads everything it could leak.
             env={**os.environ, "RUST_LOG": "debug,hyper=info,h2=info,sqlx=info"},
         )
-    gateway = Gateway(port=port, key=key, log=log)
+    gateway = Gateway(port=port, key=key, log=log, admin_token=admin_token)
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -181,14 +186,15 @@ def _launch(
     binary: Path, directory: Path, extra: str = ""
 ) -> tuple[subprocess.Popen[bytes], Gateway]:
     """A migrated, running gateway with a fresh key, on a config with `extra` tables appended."""
-    config = _write_config(directory, _free_port(), extra)
+    admin_token = f"e2e-admin-{secrets.token_hex(16)}"
+    config = _write_config(directory, _free_port(), admin_token, extra)
     _run(binary, "migrate", "--config", str(config))
     key = _run(binary, "keys", "create", "--name", "e2e", "--config", str(config)).strip()
     assert key.startswith("sk-sy-") and "\n" not in key, f"unexpected key output: {key!r}"
     for _ in range(START_ATTEMPTS):
         port = _free_port()
-        config = _write_config(directory, port, extra)
-        process, gateway = _start(binary, directory, config, port, key)
+        config = _write_config(directory, port, admin_token, extra)
+        process, gateway = _start(binary, directory, config, port, key, admin_token)
         if process is not None:
             break
     else:
