@@ -32,22 +32,30 @@ pub struct NewHold<'a> {
 
 /// Moves the period forward when it has rolled over (forgetting the old period's spend) and takes
 /// the hold only if the period's spend plus the hold stays within the limit. One statement, so
-/// concurrent holds on one key queue on its row and can never overshoot together.
-const TAKE_HOLD: &str = "UPDATE key_credits SET \
-     period_spent = CASE WHEN period_start = $3 THEN period_spent ELSE 0 END + $2, \
-     period_start = $3, held = held + $2, balance = balance - $2 \
-     WHERE key_hash = $1 AND CASE WHEN period_start = $3 THEN period_spent ELSE 0 END + $2 <= $4";
+/// concurrent holds on one key queue on its row and can never overshoot together. A macro so that
+/// both statements below are built from it with `concat!`.
+macro_rules! take_hold {
+    () => {
+        "UPDATE key_credits SET \
+         period_spent = CASE WHEN period_start = $3 THEN period_spent ELSE 0 END + $2, \
+         period_start = $3, held = held + $2, balance = balance - $2 \
+         WHERE key_hash = $1 \
+         AND CASE WHEN period_start = $3 THEN period_spent ELSE 0 END + $2 <= $4"
+    };
+}
+
+const TAKE_HOLD: &str = take_hold!();
 
 /// Postgres: the hold, its row and its ledger charge in one round trip.
-const TAKE_HOLD_POSTGRES: &str = "WITH held AS (UPDATE key_credits SET \
-     period_spent = CASE WHEN period_start = $3 THEN period_spent ELSE 0 END + $2, \
-     period_start = $3, held = held + $2, balance = balance - $2 \
-     WHERE key_hash = $1 AND CASE WHEN period_start = $3 THEN period_spent ELSE 0 END + $2 <= $4 \
-     RETURNING key_hash), \
+const TAKE_HOLD_POSTGRES: &str = concat!(
+    "WITH held AS (",
+    take_hold!(),
+    " RETURNING key_hash), \
      hold AS (INSERT INTO credit_holds (generation_id, key_hash, amount, period_start, holder, \
      expires_at) SELECT $5, key_hash, $2, $3, $6, $7 FROM held) \
      INSERT INTO ledger (key_hash, kind, amount, generation_id, created_at) \
-     SELECT key_hash, 'charge', -$2::int8, $5, $8 FROM held RETURNING id";
+     SELECT key_hash, 'charge', -$2::int8, $5, $8 FROM held RETURNING id"
+);
 
 const INSERT_HOLD: &str = "INSERT INTO credit_holds (generation_id, key_hash, amount, \
      period_start, holder, expires_at) VALUES ($1, $2, $3, $4, $5, $6)";
@@ -55,44 +63,49 @@ const INSERT_HOLD: &str = "INSERT INTO credit_holds (generation_id, key_hash, am
 const INSERT_LEDGER: &str = "INSERT INTO ledger (key_hash, kind, amount, generation_id, \
      created_at) VALUES ($1, $2, $3, $4, $5)";
 
-const UPSERT_ROLLUP: &str = "INSERT INTO usage_rollups (day, key_hash, model, provider, app, \
-     requests, prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens, \
-     reasoning_tokens, cost) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-     ON CONFLICT (day, key_hash, model, provider, app) DO UPDATE SET \
-     requests = usage_rollups.requests + excluded.requests, \
-     prompt_tokens = usage_rollups.prompt_tokens + excluded.prompt_tokens, \
-     completion_tokens = usage_rollups.completion_tokens + excluded.completion_tokens, \
-     cached_tokens = usage_rollups.cached_tokens + excluded.cached_tokens, \
-     cache_write_tokens = usage_rollups.cache_write_tokens + excluded.cache_write_tokens, \
-     reasoning_tokens = usage_rollups.reasoning_tokens + excluded.reasoning_tokens, \
-     cost = usage_rollups.cost + excluded.cost";
+/// A rollup row that exists already adds the new counts to its own. A macro so that both
+/// statements below are built from it with `concat!`.
+macro_rules! add_to_rollup {
+    () => {
+        " ON CONFLICT (day, key_hash, model, provider, app) DO UPDATE SET \
+         requests = usage_rollups.requests + excluded.requests, \
+         prompt_tokens = usage_rollups.prompt_tokens + excluded.prompt_tokens, \
+         completion_tokens = usage_rollups.completion_tokens + excluded.completion_tokens, \
+         cached_tokens = usage_rollups.cached_tokens + excluded.cached_tokens, \
+         cache_write_tokens = usage_rollups.cache_write_tokens + excluded.cache_write_tokens, \
+         reasoning_tokens = usage_rollups.reasoning_tokens + excluded.reasoning_tokens, \
+         cost = usage_rollups.cost + excluded.cost"
+    };
+}
+
+const UPSERT_ROLLUP: &str = concat!(
+    "INSERT INTO usage_rollups (day, key_hash, model, provider, app, requests, prompt_tokens, \
+     completion_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    add_to_rollup!()
+);
 
 const UPDATE_KEY: &str = "UPDATE key_credits SET balance = balance + $2, usage = usage + $3, \
      held = held + $4, period_spent = period_spent + $5 \
      + CASE WHEN period_start = $6 THEN $7 ELSE 0 END WHERE key_hash = $1";
 
 /// Postgres: every movement of a batch in one round trip, one array per column.
-const APPLY_POSTGRES: &str = "WITH ledger_rows AS (\
+const APPLY_POSTGRES: &str = concat!(
+    "WITH ledger_rows AS (\
      INSERT INTO ledger (key_hash, kind, amount, generation_id, created_at) \
      SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[], $5::timestamptz[])), \
      rollups AS (INSERT INTO usage_rollups (day, key_hash, model, provider, app, requests, \
      prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost) \
      SELECT * FROM UNNEST($6::date[], $7::text[], $8::text[], $9::text[], $10::text[], \
-     $11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::int8[], $16::int8[], $17::int8[]) \
-     ON CONFLICT (day, key_hash, model, provider, app) DO UPDATE SET \
-     requests = usage_rollups.requests + excluded.requests, \
-     prompt_tokens = usage_rollups.prompt_tokens + excluded.prompt_tokens, \
-     completion_tokens = usage_rollups.completion_tokens + excluded.completion_tokens, \
-     cached_tokens = usage_rollups.cached_tokens + excluded.cached_tokens, \
-     cache_write_tokens = usage_rollups.cache_write_tokens + excluded.cache_write_tokens, \
-     reasoning_tokens = usage_rollups.reasoning_tokens + excluded.reasoning_tokens, \
-     cost = usage_rollups.cost + excluded.cost) \
-     UPDATE key_credits AS k SET balance = k.balance + d.balance, usage = k.usage + d.usage, \
+     $11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::int8[], $16::int8[], $17::int8[])",
+    add_to_rollup!(),
+    ") UPDATE key_credits AS k SET balance = k.balance + d.balance, usage = k.usage + d.usage, \
      held = k.held + d.held, period_spent = k.period_spent + d.unheld \
      + CASE WHEN k.period_start = d.hold_period THEN d.hold_spent ELSE 0 END \
      FROM UNNEST($18::text[], $19::int8[], $20::int8[], $21::int8[], $22::int8[], $23::int8[], \
      $24::int8[]) AS d(key_hash, balance, usage, held, unheld, hold_period, hold_spent) \
-     WHERE k.key_hash = d.key_hash";
+     WHERE k.key_hash = d.key_hash"
+);
 
 /// Inserts the batch, and releases the holds of the generations that were new, in one round trip.
 const SETTLE_POSTGRES: &str = concat!(

@@ -14,7 +14,7 @@ use crate::dashboard::Dashboard;
 use crate::db::{Backend, drop_database, fresh_database_url};
 use crate::gateway_process::GatewayProcess;
 use crate::helpers::{
-    Extra, TestApp, spawn_app, spawn_app_with, spawn_app_with_tables, upstream_tables,
+    ECHO_TABLES, Extra, TestApp, spawn_app, spawn_app_with, spawn_app_with_tables, upstream_tables,
 };
 use crate::upstream::{Behaviour, MockUpstream};
 
@@ -40,16 +40,6 @@ async fn limited_key(app: &TestApp, micros: i64, reset: Option<LimitReset>) -> (
         .await
         .unwrap();
     (created.key, created.row.hash)
-}
-
-async fn chat(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {
-    app.client
-        .post(format!("{}/v1/chat/completions", app.base))
-        .bearer_auth(key)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
 }
 
 /// Three words in, echoed back: 3 prompt and 3 completion tokens on the mock, so 3 × $1/M +
@@ -123,7 +113,7 @@ async fn chat_returns_402_when_the_limit_cannot_cover_max_tokens(backend: Backen
         "max_tokens": 1000,
         "messages": [{"role": "user", "content": "hello"}],
     });
-    let response = chat(&app, &key, &body).await;
+    let response = app.post_chat_as(&key, &body).await;
     assert_eq!(response.status(), 402);
     let error: Value = response.json().await.unwrap();
     assert_eq!(error["error"]["code"], 402);
@@ -139,7 +129,7 @@ async fn chat_returns_402_when_the_limit_cannot_cover_max_tokens(backend: Backen
         "max_tokens": 2,
         "messages": [{"role": "user", "content": "hello"}],
     });
-    assert_eq!(chat(&app, &key, &small).await.status(), 200);
+    assert_eq!(app.post_chat_as(&key, &small).await.status(), 200);
     app.flush().await;
     let books = books(&app.database_url, &hash).await;
     assert_reconciled(&books);
@@ -149,7 +139,7 @@ async fn chat_returns_402_when_the_limit_cannot_cover_max_tokens(backend: Backen
 async fn a_settled_request_is_charged_its_cost_and_refunded_the_rest_of_its_hold(backend: Backend) {
     let app = spawn_app(backend).await;
     let (key, hash) = limited_key(&app, 1_000_000, None).await;
-    let response = chat(&app, &key, &echo(100)).await;
+    let response = app.post_chat_as(&key, &echo(100)).await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["usage"]["cost"], json!(0.000009));
@@ -191,7 +181,7 @@ async fn concurrent_requests_never_push_a_key_past_its_limit(backend: Backend) {
     let limit = 1_000;
     let (key, hash) = limited_key(&app, limit, None).await;
     let body = echo(100);
-    let statuses = join_all((0..200).map(|_| chat(&app, &key, &body)))
+    let statuses = join_all((0..200).map(|_| app.post_chat_as(&key, &body)))
         .await
         .into_iter()
         .map(|response| response.status().as_u16())
@@ -235,7 +225,7 @@ async fn a_cancelled_stream_on_a_limited_key_is_charged_for_what_it_produced(bac
         "max_tokens": 1000,
         "messages": [{"role": "user", "content": "count forever"}],
     });
-    let mut response = chat(&app, &key, &body).await;
+    let mut response = app.post_chat_as(&key, &body).await;
     assert_eq!(response.status(), 200);
     // Read until the first content delta has arrived: tokens the caller got are billed.
     let mut seen = Vec::new();
@@ -409,23 +399,6 @@ async fn keys_without_a_limit_are_charged_without_holding(backend: Backend) {
     assert_eq!(kinds, 1, "one charge, no hold");
     app.stop().await;
 }
-
-/// The mock model at $1/M in and $2/M out, as `spawn_app` configures it.
-const ECHO_TABLES: &str = r#"
-[[providers]]
-id = "mock"
-kind = "mock"
-
-[[models]]
-id = "switchyard/echo"
-context_length = 128000
-  [[models.endpoints]]
-  provider = "mock"
-  upstream = "echo"
-  prompt = "1"
-  completion = "2"
-  max_output = 16384
-"#;
 
 /// Every generation's ledger movements add up to minus its cost, and a hold with no generation
 /// (its gateway died) to nothing: the count of those that do not.

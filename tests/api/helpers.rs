@@ -51,6 +51,24 @@ pub struct Extra<'a> {
     pub tables: String,
 }
 
+/// The mock provider and its `switchyard/echo` model at $1/M in and $2/M out, which every test
+/// app serves.
+pub const ECHO_TABLES: &str = r#"
+[[providers]]
+id = "mock"
+kind = "mock"
+
+[[models]]
+id = "switchyard/echo"
+context_length = 128000
+  [[models.endpoints]]
+  provider = "mock"
+  upstream = "echo"
+  prompt = "1"
+  completion = "2"
+  max_output = 16384
+"#;
+
 pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_with(backend, Extra::default()).await
 }
@@ -73,23 +91,11 @@ url = "{database}"
 flush_interval = "20ms"
 {database_extra}
 
-[[providers]]
-id = "mock"
-kind = "mock"
-
-[[models]]
-id = "switchyard/echo"
-context_length = 128000
-  [[models.endpoints]]
-  provider = "mock"
-  upstream = "echo"
-  prompt = "1"
-  completion = "2"
-  max_output = 16384
-
+{echo}
 {tables}
 "#,
         server = extra.server,
+        echo = ECHO_TABLES,
         database_extra = extra.database,
         tables = extra.tables,
     );
@@ -166,9 +172,14 @@ context_length = 8192
 
 impl TestApp {
     pub async fn post_chat(&self, body: &Value) -> reqwest::Response {
+        self.post_chat_as(&self.key, body).await
+    }
+
+    /// A chat completion with another key than the app's own.
+    pub async fn post_chat_as(&self, key: &str, body: &Value) -> reqwest::Response {
         self.client
             .post(format!("{}/v1/chat/completions", self.base))
-            .bearer_auth(&self.key)
+            .bearer_auth(key)
             .json(body)
             .send()
             .await

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use switchyard::store::RateScope;
 
 use crate::db::Backend;
-use crate::helpers::{Extra, TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, spawn_app, spawn_app_with_tables};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -33,15 +33,7 @@ id = "switchyard/gift"
 "#;
 
 async fn spawn_app_with_limits(backend: Backend, limits: &str) -> TestApp {
-    let tables = format!("{FREE_MODEL}\n[limits]\n{limits}\n");
-    spawn_app_with(
-        backend,
-        Extra {
-            tables,
-            ..Extra::default()
-        },
-    )
-    .await
+    spawn_app_with_tables(backend, format!("{FREE_MODEL}\n[limits]\n{limits}\n")).await
 }
 
 fn redis_url() -> String {
@@ -71,16 +63,6 @@ async fn new_key(app: &TestApp, per_minute: Option<u32>, per_day: Option<u32>) -
     (created.key, created.row.hash)
 }
 
-async fn post_chat_as(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {
-    app.client
-        .post(format!("{}/v1/chat/completions", app.base))
-        .bearer_auth(key)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-}
-
 /// The current UTC minute. The gateway counts in fixed minutes, so a scenario that straddles a
 /// minute boundary sees its counter start over; such a run is repeated with a fresh key.
 fn minute() -> i64 {
@@ -102,12 +84,12 @@ async fn chat_returns_429_with_rate_limit_headers_after_the_per_minute_limit(bac
         let (key, _) = new_key(&app, None, None).await;
         let mut remaining = Vec::new();
         for _ in 0..3 {
-            let response = post_chat_as(&app, &key, &chat("switchyard/echo")).await;
+            let response = app.post_chat_as(&key, &chat("switchyard/echo")).await;
             assert_eq!(response.status(), 200);
             assert_eq!(header(&response, "x-ratelimit-limit"), "3");
             remaining.push(header_number(&response, "x-ratelimit-remaining"));
         }
-        let refused = post_chat_as(&app, &key, &chat("switchyard/echo")).await;
+        let refused = app.post_chat_as(&key, &chat("switchyard/echo")).await;
         if minute() == started {
             break (refused, remaining);
         }
@@ -148,10 +130,10 @@ async fn free_models_are_limited_to_20_per_minute_per_key(backend: Backend) {
         let (key, _) = new_key(&app, None, None).await;
         let mut statuses = Vec::new();
         for _ in 0..20 {
-            let response = post_chat_as(&app, &key, &chat("switchyard/gift:free")).await;
+            let response = app.post_chat_as(&key, &chat("switchyard/gift:free")).await;
             statuses.push(response.status().as_u16());
         }
-        let refused = post_chat_as(&app, &key, &chat("switchyard/gift:free")).await;
+        let refused = app.post_chat_as(&key, &chat("switchyard/gift:free")).await;
         if minute() == started {
             break (key, statuses, refused);
         }
@@ -168,8 +150,8 @@ async fn free_models_are_limited_to_20_per_minute_per_key(backend: Backend) {
     // A `:free` fallback counts too; the paid model and other keys are not held to it.
     let fallback = json!({"model": "switchyard/echo", "models": ["switchyard/gift:free"],
         "messages": [{"role": "user", "content": "hi"}]});
-    assert_eq!(post_chat_as(&app, &key, &fallback).await.status(), 429);
-    let paid = post_chat_as(&app, &key, &chat("switchyard/echo")).await;
+    assert_eq!(app.post_chat_as(&key, &fallback).await.status(), 429);
+    let paid = app.post_chat_as(&key, &chat("switchyard/echo")).await;
     assert_eq!(paid.status(), 200);
     assert!(paid.headers().get("x-ratelimit-limit").is_none());
     let other = app.post_chat(&chat("switchyard/gift:free")).await;
@@ -215,11 +197,13 @@ async fn a_per_key_limit_overrides_the_configured_default(backend: Backend) {
         let mut default = Vec::new();
         let mut own = Vec::new();
         for _ in 0..3 {
-            let response = post_chat_as(&app, &default_key, &chat("switchyard/echo")).await;
+            let response = app
+                .post_chat_as(&default_key, &chat("switchyard/echo"))
+                .await;
             default.push(response.status().as_u16());
         }
         for _ in 0..6 {
-            let response = post_chat_as(&app, &own_key, &chat("switchyard/echo")).await;
+            let response = app.post_chat_as(&own_key, &chat("switchyard/echo")).await;
             own.push((
                 response.status().as_u16(),
                 header(&response, "x-ratelimit-limit"),
@@ -249,7 +233,7 @@ async fn thirty_at_once(app: &TestApp) -> (usize, usize) {
         let requests = (0..30).map(|_| {
             let key = &key;
             async move {
-                post_chat_as(app, key, &chat("switchyard/echo"))
+                app.post_chat_as(key, &chat("switchyard/echo"))
                     .await
                     .status()
                     .as_u16()
@@ -271,21 +255,14 @@ async fn with_redis_configured_requests_are_counted_there_exactly(backend: Backe
         "[limits]\nrequests_per_minute = 10\n[redis]\nurl = \"{}\"\n",
         redis_url()
     );
-    let app = spawn_app_with(
-        backend,
-        Extra {
-            tables,
-            ..Extra::default()
-        },
-    )
-    .await;
+    let app = spawn_app_with_tables(backend, tables).await;
     assert_eq!(thirty_at_once(&app).await, (10, 20));
     let (refused, hash) = loop {
         let started = minute();
         let (key, hash) = new_key(&app, Some(1), None).await;
-        let admitted = post_chat_as(&app, &key, &chat("switchyard/echo")).await;
+        let admitted = app.post_chat_as(&key, &chat("switchyard/echo")).await;
         assert_eq!(admitted.status(), 200);
-        let refused = post_chat_as(&app, &key, &chat("switchyard/echo")).await;
+        let refused = app.post_chat_as(&key, &chat("switchyard/echo")).await;
         if minute() == started {
             break (refused, hash);
         }
