@@ -5,14 +5,18 @@
 //!    [`accounts::AuthedKey`] (from memory after the first hit), [`api::json`] decodes the body into
 //!    the canonical [`openai::ChatRequest`], and [`accounts::RateLimiter`] admits it against the
 //!    key's rate limits (in memory for keys without any; one shared count otherwise).
-//! 2. [`routing`] resolves the model in the [`routing::Catalog`] and builds a [`routing::RoutePlan`]:
-//!    the ordered endpoints to try.
-//! 3. [`routing::dispatch`] tries each endpoint: the endpoint's [`providers::Provider`] translates the
-//!    request (no I/O), [`providers::upstream`] sends it, and the provider's stream decoder turns the
-//!    answer back into canonical chunks. Failover happens only before the first byte reaches the client.
+//! 2. [`chat`] runs the completion: [`routing`] resolves the model in the [`routing::Catalog`] and
+//!    builds a [`routing::RoutePlan`] (the ordered endpoints to try), and [`accounts::Credits`]
+//!    holds the plan's worst-case cost against the key's spending limit (no database round trip
+//!    for keys without one) or refuses with 402 before anything is sent.
+//! 3. [`chat`] tries each endpoint: the endpoint's [`providers::Provider`] translates the request
+//!    (no I/O), [`providers::upstream`] sends it, and the provider's stream decoder turns the answer
+//!    back into canonical chunks. Failover happens only before the first byte reaches the client.
 //! 4. [`api::sse`] frames chunks as SSE (keep-alives while waiting, a usage chunk, `[DONE]`).
-//! 5. [`usage`] prices the tokens exactly and hands a [`usage::Generation`] to the batched writer,
-//!    which [`store`] persists off the request path. A guard settles streams that end or are dropped.
+//! 5. [`usage`] prices the tokens exactly, and a [`usage::record::Recorder`] guard hands the
+//!    generation row to the batched writer when the request ends or is dropped; [`store`] then
+//!    settles each batch in one transaction (the row, its hold's release, the ledger, the usage
+//!    rollups and the key's balance), off the request path.
 //!
 //! # Modules
 //! - [`config`]: the TOML contract, `${VAR}` substitution, the embedded default and bundled catalog.
