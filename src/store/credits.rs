@@ -160,7 +160,7 @@ impl Store {
     pub async fn take_hold(&self, hold: &NewHold<'_>) -> Result<bool, StoreError> {
         let now = super::at_microseconds(Utc::now());
         match &self.pool {
-            Pool::Postgres(pool) => {
+            Pool::Postgres { holds, .. } => {
                 let taken = sqlx::query(TAKE_HOLD_POSTGRES)
                     .bind(hold.key_hash)
                     .bind(hold.amount)
@@ -170,16 +170,14 @@ impl Store {
                     .bind(hold.holder)
                     .bind(super::at_microseconds(hold.expires_at))
                     .bind(now)
-                    .fetch_optional(pool)
+                    .fetch_optional(holds)
                     .await?;
                 Ok(taken.is_some())
             }
             Pool::Sqlite { writer, .. } => {
                 let hold = OwnedHold::from(hold);
                 writer
-                    .run(move |connection| {
-                        let transaction =
-                            connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                    .run_shared(move |transaction| {
                         let taken =
                             transaction
                                 .prepare_cached(&SQLITE.take_hold)?
@@ -187,7 +185,7 @@ impl Store {
                                     hold.key_hash,
                                     hold.amount,
                                     hold.period_start,
-                                    hold.limit,
+                                    hold.limit
                                 ])?
                                 == 1;
                         if taken {
@@ -211,7 +209,6 @@ impl Store {
                                     sqlite_time(now),
                                 ])?;
                         }
-                        transaction.commit()?;
                         Ok(taken)
                     })
                     .await
@@ -227,7 +224,7 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let expires_at = super::at_microseconds(expires_at);
         let renewed = match &self.pool {
-            Pool::Postgres(pool) => sqlx::query(RENEW_HOLDS)
+            Pool::Postgres { pool, .. } => sqlx::query(RENEW_HOLDS)
                 .bind(expires_at)
                 .bind(holder)
                 .execute(pool)
@@ -252,7 +249,7 @@ impl Store {
     pub async fn release_expired_holds(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
         let now = super::at_microseconds(now);
         match &self.pool {
-            Pool::Postgres(pool) => {
+            Pool::Postgres { pool, .. } => {
                 let mut transaction = pool.begin().await?;
                 let expired: Vec<ReleasedHold> = sqlx::query_as(EXPIRE_HOLDS)
                     .bind(now)
@@ -306,7 +303,7 @@ impl Store {
         }
         let now = Utc::now();
         match &self.pool {
-            Pool::Postgres(pool) => {
+            Pool::Postgres { pool, .. } => {
                 let mut transaction = pool.begin().await?;
                 let settled: Vec<SettledRow> = bind_unnest(sqlx::query_as(SETTLE_POSTGRES), &rows)
                     .fetch_all(&mut *transaction)

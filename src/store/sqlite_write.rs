@@ -1,28 +1,48 @@
-//! The one connection that writes the request path's SQLite rows: credit holds, and the
-//! generation writer's settled batches.
+//! The one connection that writes the request path's SQLite rows (credit holds) and the
+//! generation writer's settled batches, owned by a thread of its own.
 //!
 //! sqlx-sqlite sends every statement, and an owned copy of every bound value, to a worker thread
-//! of its own. At thousands of generations a second that hand-off cost the gateway about a third
-//! of its CPU per request (see the README's benchmark section). Here a batch is one transaction of
-//! cached prepared statements, bound from borrowed rows on Tokio's blocking pool. SQLite admits one
-//! writer at a time anyway; queueing on this connection's mutex is first come, first served,
-//! where two connections would meet in SQLite's sleeping busy handler. WAL mode lets the sqlx pool
-//! go on reading (and writing keys) meanwhile.
+//! of its own; at thousands of generations a second that hand-off cost the gateway about a third
+//! of its CPU per request (see the README's benchmark section). Here each job runs on this thread
+//! with cached prepared statements bound from borrowed rows. SQLite admits one writer at a time
+//! anyway: jobs queue on a channel, first come first served, where two connections would meet in
+//! SQLite's sleeping busy handler. Small jobs that arrive together (the credit holds of concurrent
+//! requests) share one transaction, each in a savepoint of its own, so a burst of holds costs one
+//! commit instead of one each. WAL mode lets the sqlx pool go on reading (and writing keys).
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::mpsc;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use tokio::sync::oneshot;
 
 use super::{SQLITE_BUSY_TIMEOUT, StoreError};
 
+/// How many shared jobs may ride one transaction: enough to absorb a burst, few enough that the
+/// first of them does not wait long for the last.
+const MAX_SHARED: usize = 64;
+
 #[derive(Clone)]
-pub(super) struct WriteConnection(Arc<Mutex<Connection>>);
+pub(super) struct WriteConnection {
+    jobs: mpsc::Sender<Job>,
+}
+
+type Exclusive = Box<dyn FnOnce(&mut Connection) + Send>;
+/// Runs inside the shared transaction and returns what to do once it has committed (`true`) or
+/// failed to (`false`).
+type Shared = Box<dyn FnOnce(&Transaction<'_>) -> Box<dyn FnOnce(bool) + Send> + Send>;
+
+enum Job {
+    Exclusive(Exclusive),
+    Shared(Shared),
+}
 
 impl WriteConnection {
-    /// Opens the database file the sqlx pool has already created and set to WAL mode.
+    /// Opens the database file the sqlx pool has already created and set to WAL mode, on a
+    /// thread that lives as long as any clone of this handle.
     pub(super) fn open(path: &Path) -> Result<WriteConnection, StoreError> {
-        let connection = Connection::open_with_flags(
+        let mut connection = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
@@ -30,25 +50,173 @@ impl WriteConnection {
         // The same durability and cache as the pool's connections (see `connect_sqlite`).
         connection.pragma_update(None, "synchronous", "NORMAL")?;
         connection.pragma_update(None, "cache_size", -65536)?;
-        Ok(WriteConnection(Arc::new(Mutex::new(connection))))
+        let (jobs, queue) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("switchyard-sqlite-writer".to_owned())
+            .spawn(move || serve(&mut connection, &queue))
+            .map_err(StoreError::WriterThread)?;
+        Ok(WriteConnection { jobs })
     }
 
-    /// Runs `work` on the connection on a blocking thread, one at a time.
+    /// Runs `work` alone on the connection; it manages its own transaction.
     pub(super) async fn run<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        let connection = Arc::clone(&self.0);
-        let joined = tokio::task::spawn_blocking(move || {
-            // A panic mid-transaction rolled its transaction back when the guard dropped, so the
-            // connection is still usable.
-            let mut connection = connection.lock().unwrap_or_else(PoisonError::into_inner);
-            work(&mut connection)
-        })
-        .await;
-        joined
-            .map_err(|_| StoreError::BatchPanicked)?
-            .map_err(StoreError::from)
+        let (reply, answer) = oneshot::channel();
+        let job: Exclusive = Box::new(move |connection| {
+            let _ = reply.send(work(connection).map_err(StoreError::from));
+        });
+        self.submit(Job::Exclusive(job), answer).await
+    }
+
+    /// Runs `work` in a transaction it may share with other small jobs queued at the same time;
+    /// its result is delivered only once that transaction has committed. An error in `work`
+    /// undoes its own writes only.
+    pub(super) async fn run_shared<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Shared = Box::new(move |transaction| {
+            let result = in_savepoint(transaction, work);
+            Box::new(move |committed| {
+                let result = match result {
+                    Ok(_) if !committed => Err(StoreError::WriteFailed),
+                    other => other,
+                };
+                let _ = reply.send(result);
+            })
+        });
+        self.submit(Job::Shared(job), answer).await
+    }
+
+    async fn submit<T>(
+        &self,
+        job: Job,
+        answer: oneshot::Receiver<Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        self.jobs.send(job).map_err(|_| StoreError::WriteFailed)?;
+        answer.await.map_err(|_| StoreError::WriteFailed)?
+    }
+}
+
+fn in_savepoint<T>(
+    transaction: &Transaction<'_>,
+    work: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
+) -> Result<T, StoreError> {
+    // rusqlite's `Savepoint` needs `&mut` to its parent, which jobs sharing one transaction
+    // cannot each have; the savepoint is opened and closed by name instead.
+    transaction.execute_batch("SAVEPOINT job")?;
+    match work(transaction) {
+        Ok(value) => {
+            transaction.execute_batch("RELEASE job")?;
+            Ok(value)
+        }
+        Err(error) => {
+            transaction.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            Err(error.into())
+        }
+    }
+}
+
+/// The writer thread: one job at a time, shared jobs in groups, until every handle is gone.
+fn serve(connection: &mut Connection, queue: &mpsc::Receiver<Job>) {
+    let mut next = queue.recv().ok();
+    while let Some(job) = next.take() {
+        match job {
+            // A job that panics loses its own answer (its caller sees `WriteFailed`), not the
+            // thread that every later write needs.
+            Job::Exclusive(work) => {
+                let _ = catch_unwind(AssertUnwindSafe(|| work(connection)));
+            }
+            Job::Shared(first) => {
+                let mut group = vec![first];
+                while group.len() < MAX_SHARED {
+                    match queue.try_recv() {
+                        Ok(Job::Shared(work)) => group.push(work),
+                        Ok(exclusive) => {
+                            next = Some(exclusive);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                run_group(connection, group);
+            }
+        }
+        if next.is_none() {
+            next = queue.recv().ok();
+        }
+    }
+}
+
+fn run_group(connection: &mut Connection, group: Vec<Shared>) {
+    let mut finishers = Vec::with_capacity(group.len());
+    let committed = match connection.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(transaction) => {
+            finishers.extend(
+                group
+                    .into_iter()
+                    .filter_map(|work| catch_unwind(AssertUnwindSafe(|| work(&transaction))).ok()),
+            );
+            transaction.commit().is_ok()
+        }
+        Err(_) => false,
+    };
+    for finish in finishers {
+        finish(committed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn writer() -> (WriteConnection, tempfile::TempDir) {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("write.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (n INTEGER UNIQUE);")
+            .unwrap();
+        (WriteConnection::open(&path).unwrap(), directory)
+    }
+
+    fn insert(n: i64) -> impl FnOnce(&Transaction<'_>) -> rusqlite::Result<i64> + Send {
+        move |transaction| {
+            transaction.execute("INSERT INTO t (n) VALUES (?1)", [n])?;
+            Ok(n)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_shared_job_undoes_only_its_own_writes() {
+        let (writer, _directory) = writer().await;
+        let results =
+            futures_util::future::join_all([1, 2, 2, 3].map(|n| writer.run_shared(insert(n))))
+                .await;
+        let ok: Vec<i64> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok().copied())
+            .collect();
+        assert_eq!(ok, [1, 2, 3], "{results:?}");
+        let count: i64 = writer
+            .run(|connection| connection.query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0)))
+            .await
+            .unwrap();
+        assert_eq!(count, 3);
+    }
+
+    #[tokio::test]
+    async fn a_job_that_panics_leaves_the_writer_serving() {
+        let (writer, _directory) = writer().await;
+        let panicked = writer
+            .run(|_: &mut Connection| -> rusqlite::Result<()> { panic!("boom") })
+            .await;
+        assert!(matches!(panicked, Err(StoreError::WriteFailed)));
+        assert_eq!(writer.run_shared(insert(7)).await.unwrap(), 7);
     }
 }
