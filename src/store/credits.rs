@@ -125,6 +125,10 @@ const EXPIRE_HOLDS: &str = "DELETE FROM credit_holds WHERE expires_at < $1 \
 
 const RENEW_HOLDS: &str = "UPDATE credit_holds SET expires_at = $1 WHERE holder = $2";
 
+/// Rows settled per SQLite transaction: about a millisecond of work, the longest a hold queued
+/// behind a settlement waits.
+const SQLITE_SETTLE_SLICE: usize = 64;
+
 /// The statements above as SQLite runs them: rusqlite binds by position, and SQLite reads `$3`
 /// as a named parameter numbered by first appearance, so each `$N` becomes `?N`.
 static SQLITE: LazyLock<SqliteStatements> = LazyLock::new(|| SqliteStatements {
@@ -333,38 +337,46 @@ impl Store {
                 transaction.commit().await?;
                 Ok(())
             }
+            // In slices, one transaction each, so that holds queued meanwhile wait for one
+            // slice rather than the whole batch. Each slice stands on its own: a retry skips
+            // the rows already written.
             Pool::Sqlite { writer, .. } => {
-                let rows = Arc::clone(&rows);
-                writer
-                    .run(move |connection| {
-                        let transaction =
-                            connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                        let inserted = insert_sqlite(&transaction, &rows)?;
-                        insert_contents_sqlite(&transaction, &inserted)?;
-                        let mut released = Vec::new();
-                        {
-                            let mut release = transaction.prepare_cached(&SQLITE.release_hold)?;
-                            for row in &inserted {
-                                let hold = release
-                                    .query_row(params![row.id], |found| {
-                                        Ok(ReleasedHold {
-                                            generation_id: row.id.clone(),
-                                            key_hash: found.get(0)?,
-                                            amount: found.get(1)?,
-                                            period_start: found.get(2)?,
+                for start in (0..rows.len()).step_by(SQLITE_SETTLE_SLICE) {
+                    let rows = Arc::clone(&rows);
+                    writer
+                        .run(move |connection| {
+                            let rows = &rows[start..rows.len().min(start + SQLITE_SETTLE_SLICE)];
+                            let transaction = connection
+                                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+                            let inserted = insert_sqlite(&transaction, rows)?;
+                            insert_contents_sqlite(&transaction, &inserted)?;
+                            let mut released = Vec::new();
+                            {
+                                let mut release =
+                                    transaction.prepare_cached(&SQLITE.release_hold)?;
+                                for row in &inserted {
+                                    let hold = release
+                                        .query_row(params![row.id], |found| {
+                                            Ok(ReleasedHold {
+                                                generation_id: row.id.clone(),
+                                                key_hash: found.get(0)?,
+                                                amount: found.get(1)?,
+                                                period_start: found.get(2)?,
+                                            })
                                         })
-                                    })
-                                    .optional()?;
-                                if let Some(hold) = hold {
-                                    released.push((row.id.as_str(), hold));
+                                        .optional()?;
+                                    if let Some(hold) = hold {
+                                        released.push((row.id.as_str(), hold));
+                                    }
                                 }
                             }
-                        }
-                        let pairs = pair_with_holds(&inserted, &released);
-                        apply_sqlite(&transaction, &Movements::of(&pairs, &[], now))?;
-                        transaction.commit()
-                    })
-                    .await
+                            let pairs = pair_with_holds(&inserted, &released);
+                            apply_sqlite(&transaction, &Movements::of(&pairs, &[], now))?;
+                            transaction.commit()
+                        })
+                        .await?;
+                }
+                Ok(())
             }
         }
     }
