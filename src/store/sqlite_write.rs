@@ -13,11 +13,16 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::mpsc;
+use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use super::{SQLITE_BUSY_TIMEOUT, StoreError};
+
+/// Commits between two nudges to the checkpointer; it also checkpoints at least once a second.
+const COMMITS_PER_CHECKPOINT: u32 = 200;
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How many shared jobs may ride one transaction: enough to absorb a burst, few enough that the
 /// first of them does not wait long for the last.
@@ -50,10 +55,24 @@ impl WriteConnection {
         // The same durability and cache as the pool's connections (see `connect_sqlite`).
         connection.pragma_update(None, "synchronous", "NORMAL")?;
         connection.pragma_update(None, "cache_size", -65536)?;
+        // SQLite checkpoints in whichever connection's commit fills the WAL, which would stall
+        // the request waiting on that commit (a hold) for milliseconds; a thread of its own does
+        // it instead, beside the writer (a passive checkpoint never blocks it).
+        connection.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpoints = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        checkpoints.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
+        let (nudge, nudges) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("switchyard-sqlite-checkpoint".to_owned())
+            .spawn(move || checkpoint(&checkpoints, &nudges))
+            .map_err(StoreError::WriterThread)?;
         let (jobs, queue) = mpsc::channel();
         std::thread::Builder::new()
             .name("switchyard-sqlite-writer".to_owned())
-            .spawn(move || serve(&mut connection, &queue))
+            .spawn(move || serve(&mut connection, &queue, &nudge))
             .map_err(StoreError::WriterThread)?;
         Ok(WriteConnection { jobs })
     }
@@ -123,9 +142,20 @@ fn in_savepoint<T>(
 }
 
 /// The writer thread: one job at a time, shared jobs in groups, until every handle is gone.
-fn serve(connection: &mut Connection, queue: &mpsc::Receiver<Job>) {
+fn serve(
+    connection: &mut Connection,
+    queue: &mpsc::Receiver<Job>,
+    checkpointer: &mpsc::SyncSender<()>,
+) {
+    let mut commits = 0_u32;
     let mut next = queue.recv().ok();
     while let Some(job) = next.take() {
+        commits += 1;
+        if commits >= COMMITS_PER_CHECKPOINT {
+            commits = 0;
+            // Full means a nudge is pending already.
+            let _ = checkpointer.try_send(());
+        }
         match job {
             // A job that panics loses its own answer (its caller sees `WriteFailed`), not the
             // thread that every later write needs.
@@ -149,6 +179,20 @@ fn serve(connection: &mut Connection, queue: &mpsc::Receiver<Job>) {
         }
         if next.is_none() {
             next = queue.recv().ok();
+        }
+    }
+}
+
+/// Copies the WAL back into the database when nudged or once a second, until the writer is gone.
+fn checkpoint(connection: &Connection, nudges: &mpsc::Receiver<()>) {
+    loop {
+        match nudges.recv_timeout(CHECKPOINT_INTERVAL) {
+            Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Err(error) = connection.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
+                    tracing::warn!(%error, "SQLite checkpoint failed; the WAL grows until one succeeds");
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
     }
 }
