@@ -113,6 +113,15 @@ impl<'a> Movements<'a> {
             );
             movements.release(hold, 0, &mut keys);
         }
+        // Every gateway locks the rows it updates in the same order, so two settling at once
+        // cannot deadlock on each other's keys or rollups.
+        movements
+            .keys
+            .sort_unstable_by(|a, b| a.key_hash.cmp(b.key_hash));
+        movements.rollups.sort_unstable_by(|a, b| {
+            (a.day, a.key_hash, a.model, a.provider, a.app)
+                .cmp(&(b.day, b.key_hash, b.model, b.provider, b.app))
+        });
         movements
     }
 
@@ -365,7 +374,9 @@ mod tests {
             Utc::now(),
         );
         assert_eq!(movements.rollups.len(), 2);
-        let first = &movements.rollups[0];
+        // Sorted by their key: no app ('') before "app".
+        assert_eq!(movements.rollups[0].app, "");
+        let first = &movements.rollups[1];
         assert_eq!(first.day.to_string(), "1970-01-04");
         assert_eq!((first.app, first.provider), ("app", "p"));
         assert_eq!(
@@ -380,6 +391,5 @@ mod tests {
             ),
             (2, 4, 6)
         );
-        assert_eq!(movements.rollups[1].app, "");
     }
 }
