@@ -88,18 +88,18 @@ impl Credits {
 
     /// Holds `worst_case` of `key`'s limit for the generation `generation_id`, or refuses when
     /// what is left of the limit in this period cannot cover it. Unlimited keys and free
-    /// requests pass without a database round trip.
+    /// requests pass without a database round trip. Returns whether a hold was taken.
     pub async fn hold(
         &self,
         key: &AuthedKey,
         generation_id: &str,
         worst_case: MicroUsd,
-    ) -> Result<(), CreditError> {
+    ) -> Result<bool, CreditError> {
         let Some(limit) = key.limit else {
-            return Ok(());
+            return Ok(false);
         };
         if worst_case.0 <= 0 {
-            return Ok(());
+            return Ok(false);
         }
         let now = (self.inner.clock)();
         let hold = NewHold {
@@ -112,7 +112,7 @@ impl Credits {
             expires_at: now + self.inner.lease,
         };
         if self.inner.store.take_hold(&hold).await? {
-            return Ok(());
+            return Ok(true);
         }
         let limit = match key.limit_reset {
             None => format!("${}", limit.to_usd_string()),

@@ -67,13 +67,17 @@ impl Chat {
     async fn plan(
         &self,
         key: &AuthedKey,
-        recorder: &Recorder,
+        recorder: &mut Recorder,
         request: &ChatRequest,
     ) -> Result<RoutePlan, ApiError> {
         let plan = plan(&self.catalog, request, &*self.health, &mut rand::rng())?;
-        self.credits
+        let held = self
+            .credits
             .hold(key, recorder.id(), plan.worst_case_cost(request))
             .await?;
+        if held {
+            recorder.held();
+        }
         Ok(plan)
     }
 
@@ -163,7 +167,7 @@ impl Chat {
     ) -> Result<ChatStream, ApiError> {
         let key = caller.key.clone();
         let mut recorder = self.recorder(caller, &request);
-        let plan = match self.plan(&key, &recorder, &request).await {
+        let plan = match self.plan(&key, &mut recorder, &request).await {
             Ok(plan) => plan,
             Err(error) => return Err(fail(recorder, error)),
         };

@@ -354,7 +354,7 @@ impl Store {
                             {
                                 let mut release =
                                     transaction.prepare_cached(&SQLITE.release_hold)?;
-                                for row in &inserted {
+                                for row in inserted.iter().filter(|row| row.held) {
                                     let hold = release
                                         .query_row(params![row.id], |found| {
                                             Ok(ReleasedHold {

@@ -37,6 +37,10 @@ pub struct GenerationRow {
     /// `generation_contents`, not in this table.
     #[sqlx(skip)]
     pub content: Option<Box<GenerationContent>>,
+    /// Whether a credit hold was taken for this request: only then does settlement look for one
+    /// to release. Not stored.
+    #[sqlx(skip)]
+    pub held: bool,
 }
 
 /// A generation's prompt and answer, as prompt logging keeps them.

@@ -259,6 +259,7 @@ mod tests {
             attempts: "[]".to_owned(),
             error: None,
             content: None,
+            held: true,
         }
     }
 

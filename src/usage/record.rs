@@ -92,6 +92,8 @@ pub struct Recorder {
     reported_usage: Option<Usage>,
     /// The prompt and the answer so far, only when prompt logging is on.
     content: Option<Box<GenerationContent>>,
+    /// Whether a credit hold was taken for this request, for its settlement to release.
+    held: bool,
     sink: Option<GenerationSink>,
 }
 
@@ -130,6 +132,7 @@ impl Recorder {
             streamed_deltas: 0,
             reported_usage: None,
             content,
+            held: false,
             sink: Some(sink),
         }
     }
@@ -182,6 +185,11 @@ impl Recorder {
             self.first_token_at = Some(Instant::now());
         }
         self.streamed_deltas += deltas;
+    }
+
+    /// A credit hold was taken for this request.
+    pub fn held(&mut self) {
+        self.held = true;
     }
 
     /// The whole answer's text, for prompt logging (a stream's is gathered by [`Recorder::observe`]).
@@ -272,6 +280,7 @@ impl Recorder {
             attempts: serde_json::to_string(&self.attempts).unwrap_or_else(|_| "[]".to_owned()),
             error: error.map(str::to_owned),
             content: self.content.take(),
+            held: self.held,
         };
         sink.record(row);
     }

@@ -362,6 +362,7 @@ async fn an_expired_hold_is_refunded_once_and_its_late_generation_charged_once(b
         attempts: "[]".to_owned(),
         error: None,
         content: None,
+        held: true,
     };
     store
         .settle_generations(vec![row.clone()].into())

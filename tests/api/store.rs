@@ -85,6 +85,7 @@ fn generation(id: &str, key_hash: &str) -> GenerationRow {
             .to_owned(),
         error: None,
         content: None,
+        held: false,
     }
 }
 
