@@ -6,6 +6,9 @@ use std::time::Duration;
 
 /// Answers kept for percentiles. Enough for a stable p90; p99 is then the slowest of them.
 const SAMPLES: usize = 64;
+/// Once the ring is full, the medians are recomputed every this many samples: they move little
+/// per sample, and recomputing on every answer cost a measurable share of a request's CPU.
+const SAMPLES_PER_SUMMARY: usize = 8;
 /// Samples older than this are left out of the percentiles the endpoints API reports.
 const WINDOW: Duration = Duration::from_secs(30 * 60);
 /// A failure rate this high over the last minute or two opens the breaker...
@@ -43,6 +46,12 @@ impl Measurement {
         (self.output_tokens > 0 && !time.is_zero())
             .then(|| self.output_tokens as f64 / time.as_secs_f64())
     }
+}
+
+/// The nearest-rank median, found without sorting; reorders `values`.
+fn median(values: &mut [f64]) -> Option<f64> {
+    let rank = values.len().div_ceil(2).checked_sub(1)?;
+    Some(*values.select_nth_unstable_by(rank, f64::total_cmp).1)
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -146,9 +155,12 @@ pub(crate) struct Stats {
     samples: Vec<Sample>,
     /// Where the next sample goes once the ring is full.
     next: usize,
-    /// Medians over the ring, kept current on each sample so plans read them for free.
+    /// Medians over the ring, kept current (see [`SAMPLES_PER_SUMMARY`]) so plans read them for
+    /// free.
     ttft_p50: Option<Duration>,
     throughput_p50: Option<f64>,
+    /// Samples since the medians were last computed.
+    unsummarised: usize,
     minutes: Buckets<30>,
     hours: Buckets<24>,
 }
@@ -160,6 +172,7 @@ impl Default for Stats {
             next: 0,
             ttft_p50: None,
             throughput_p50: None,
+            unsummarised: 0,
             minutes: Buckets::new(Duration::from_secs(60)),
             hours: Buckets::new(Duration::from_secs(3600)),
         }
@@ -188,18 +201,22 @@ impl Stats {
             latency: measurement.latency,
             throughput: measurement.throughput(),
         };
-        if self.samples.len() < SAMPLES {
+        let filling = self.samples.len() < SAMPLES;
+        if filling {
             self.samples.push(sample);
         } else {
             self.samples[self.next] = sample;
             self.next = (self.next + 1) % SAMPLES;
         }
-        let mut values = [0.0; SAMPLES];
-        let count = self.collect(&mut values, None, |sample| Some(sample.ttft.as_secs_f64()));
-        self.ttft_p50 =
-            Percentiles::of(&mut values[..count]).map(|p| Duration::from_secs_f64(p.p50));
-        let count = self.collect(&mut values, None, |sample| sample.throughput);
-        self.throughput_p50 = Percentiles::of(&mut values[..count]).map(|p| p.p50);
+        self.unsummarised += 1;
+        if filling || self.unsummarised >= SAMPLES_PER_SUMMARY {
+            self.unsummarised = 0;
+            let mut values = [0.0; SAMPLES];
+            let count = self.collect(&mut values, None, |sample| Some(sample.ttft.as_secs_f64()));
+            self.ttft_p50 = median(&mut values[..count]).map(Duration::from_secs_f64);
+            let count = self.collect(&mut values, None, |sample| sample.throughput);
+            self.throughput_p50 = median(&mut values[..count]);
+        }
     }
 
     /// Copies one measure of the samples (those since `since`, if given) into `values`.
@@ -267,6 +284,15 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn the_median_is_the_nearest_rank_p50() {
+        let mut values: Vec<f64> = (1..=100).rev().map(f64::from).collect();
+        assert_eq!(median(&mut values), Some(50.0));
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&mut [7.0]), Some(7.0));
+        assert_eq!(median(&mut []), None);
     }
 
     #[test]
