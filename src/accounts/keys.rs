@@ -40,13 +40,12 @@ impl LimitReset {
 impl std::str::FromStr for LimitReset {
     type Err = ();
 
+    /// The spellings of [`LimitReset::as_str`], so the two can never disagree.
     fn from_str(text: &str) -> Result<Self, ()> {
-        match text {
-            "daily" => Ok(LimitReset::Daily),
-            "weekly" => Ok(LimitReset::Weekly),
-            "monthly" => Ok(LimitReset::Monthly),
-            _ => Err(()),
-        }
+        [LimitReset::Daily, LimitReset::Weekly, LimitReset::Monthly]
+            .into_iter()
+            .find(|reset| reset.as_str() == text)
+            .ok_or(())
     }
 }
 
