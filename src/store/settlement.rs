@@ -1,11 +1,13 @@
 //! Settling generations and releasing holds: what each batch moves in `ledger`, `usage_rollups`
 //! and `key_credits`. Bookkeeping over rows only (no pricing: a row's cost is already exact).
 //!
-//! Per generation, the ledger's charges and refunds add up to minus its cost: a request that held
-//! credit gets a refund of the unused part of its hold (or a charge for what exceeded it); one that
-//! held none is charged its cost. A hold released without a generation (its gateway died) is
-//! refunded whole. `key_credits` moves by the same amounts, so per key it always equals the sum of
-//! the ledger.
+//! A request that held credit gets a refund of the unused part of its hold (or a charge for what
+//! exceeded it), so per held generation the ledger's charges and refunds add up to minus its cost.
+//! Requests that never took a hold (keys without a limit) are charged together: one `charge` per
+//! key per batch, without a generation id, for the sum of their costs. A ledger row per such request
+//! would double what settlement writes for the busiest keys, and `generations` already keeps each
+//! request's cost. A hold released without a generation (its gateway died) is refunded whole.
+//! `key_credits` moves by the same amounts, so per key it always equals the sum of the ledger.
 
 use std::collections::HashMap;
 
@@ -36,7 +38,8 @@ pub(super) struct LedgerEntry<'a> {
     pub kind: &'static str,
     /// Signed micro-USD as it moves the key's balance.
     pub amount: i64,
-    pub generation_id: &'a str,
+    /// `None` for the charge of a batch's requests that held nothing.
+    pub generation_id: Option<&'a str>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -85,8 +88,11 @@ impl<'a> Movements<'a> {
         let mut movements = Movements::default();
         let mut rollups: HashMap<(NaiveDate, &str, &str, &str, &str), usize> = HashMap::new();
         let mut keys: HashMap<&str, usize> = HashMap::new();
+        let mut pooled: HashMap<&str, i64> = HashMap::new();
         for &(row, hold) in generations {
-            movements.settle(row, hold, &mut keys);
+            if let Some(cost) = movements.settle(row, hold, &mut keys) {
+                *pooled.entry(&row.key_hash).or_default() += cost;
+            }
             let delta = RollupDelta::of(row);
             let at = (
                 delta.day,
@@ -108,10 +114,15 @@ impl<'a> Movements<'a> {
                 hold.key_hash.as_str(),
                 "refund",
                 hold.amount,
-                &hold.generation_id,
+                Some(&hold.generation_id),
                 now,
             );
             movements.release(hold, 0, &mut keys);
+        }
+        let mut pooled: Vec<(&str, i64)> = pooled.into_iter().collect();
+        pooled.sort_unstable();
+        for (key_hash, cost) in pooled {
+            movements.entry(key_hash, "charge", -cost, None, now);
         }
         // Every gateway locks the rows it updates in the same order, so two settling at once
         // cannot deadlock on each other's keys or rollups.
@@ -125,29 +136,43 @@ impl<'a> Movements<'a> {
         movements
     }
 
+    /// Returns the cost to add to the key's pooled charge: that of a request that never took a
+    /// hold.
     fn settle(
         &mut self,
         row: &'a GenerationRow,
         hold: Option<&'a ReleasedHold>,
         keys: &mut HashMap<&'a str, usize>,
-    ) {
+    ) -> Option<i64> {
         let cost = row.cost;
-        let held = hold.map_or(0, |hold| hold.amount);
-        let (kind, amount) = if held >= cost {
-            ("refund", held - cost)
-        } else {
-            ("charge", held - cost)
-        };
-        self.entry(&row.key_hash, kind, amount, &row.id, row.created_at);
-        match hold {
-            Some(hold) => self.release(hold, cost, keys),
-            None => {
-                let key = self.key(&row.key_hash, keys);
-                key.balance -= cost;
-                key.usage += cost;
-                key.unheld_spent += cost;
-            }
+        if let Some(hold) = hold {
+            let kind = if hold.amount >= cost {
+                "refund"
+            } else {
+                "charge"
+            };
+            let amount = hold.amount - cost;
+            self.entry(&row.key_hash, kind, amount, Some(&row.id), row.created_at);
+            self.release(hold, cost, keys);
+            return None;
         }
+        let key = self.key(&row.key_hash, keys);
+        key.balance -= cost;
+        key.usage += cost;
+        key.unheld_spent += cost;
+        if row.held {
+            // Its hold expired before it settled (and was refunded whole): charged on its own,
+            // like every request that took a hold.
+            self.entry(
+                &row.key_hash,
+                "charge",
+                -cost,
+                Some(&row.id),
+                row.created_at,
+            );
+            return None;
+        }
+        Some(cost)
     }
 
     /// Releases `hold`, of which the request used `cost` (0 when it never finished).
@@ -170,7 +195,7 @@ impl<'a> Movements<'a> {
         key_hash: &'a str,
         kind: &'static str,
         amount: i64,
-        generation_id: &'a str,
+        generation_id: Option<&'a str>,
         created_at: DateTime<Utc>,
     ) {
         if amount != 0 {
@@ -263,6 +288,11 @@ mod tests {
         }
     }
 
+    /// A row of a request that took no hold.
+    fn unheld(row: GenerationRow) -> GenerationRow {
+        GenerationRow { held: false, ..row }
+    }
+
     fn hold(id: &str, key: &str, amount: i64, period_start: i64) -> ReleasedHold {
         ReleasedHold {
             generation_id: id.to_owned(),
@@ -306,16 +336,56 @@ mod tests {
     }
 
     #[test]
-    fn a_request_without_a_hold_is_charged_its_cost_and_a_free_one_moves_nothing() {
-        let (paid, free) = (row("g1", "k", 40), row("g2", "k", 0));
-        let movements = Movements::of(&[(&paid, None), (&free, None)], &[], Utc::now());
-        assert_eq!(movements.ledger.len(), 1);
+    fn requests_without_a_hold_are_charged_together_per_key_and_free_ones_move_nothing() {
+        let rows = [
+            unheld(row("g1", "k", 40)),
+            unheld(row("g2", "k", 0)),
+            unheld(row("g3", "k", 2)),
+            unheld(row("g4", "other", 7)),
+        ];
+        let unheld: Vec<_> = rows.iter().map(|row| (row, None)).collect();
+        let movements = Movements::of(&unheld, &[], Utc::now());
+        let charges: Vec<_> = movements
+            .ledger
+            .iter()
+            .map(|entry| {
+                (
+                    entry.key_hash,
+                    entry.kind,
+                    entry.amount,
+                    entry.generation_id,
+                )
+            })
+            .collect();
         assert_eq!(
-            (movements.ledger[0].kind, movements.ledger[0].amount),
-            ("charge", -40)
+            charges,
+            [("k", "charge", -42, None), ("other", "charge", -7, None)]
         );
         let key = &movements.keys[0];
-        assert_eq!((key.balance, key.usage, key.unheld_spent), (-40, 40, 40));
+        assert_eq!((key.balance, key.usage, key.unheld_spent), (-42, 42, 42));
+    }
+
+    #[test]
+    fn a_free_request_without_a_hold_writes_no_ledger_row() {
+        let free = unheld(row("g1", "k", 0));
+        assert!(
+            Movements::of(&[(&free, None)], &[], Utc::now())
+                .ledger
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_request_whose_hold_expired_first_is_charged_on_its_own() {
+        let (late, other) = (row("g1", "k", 30), unheld(row("g2", "k", 5)));
+        let movements = Movements::of(&[(&late, None), (&other, None)], &[], Utc::now());
+        let charges: Vec<_> = movements
+            .ledger
+            .iter()
+            .map(|entry| (entry.amount, entry.generation_id))
+            .collect();
+        assert_eq!(charges, [(-30, Some("g1")), (-5, None)]);
+        assert_eq!(movements.keys[0].unheld_spent, 35);
     }
 
     #[test]
