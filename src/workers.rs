@@ -4,6 +4,7 @@
 //! never across cores, which is most of what a proxy's CPU goes to on a small machine.
 
 use std::net::TcpStream as StdTcpStream;
+use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -12,6 +13,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::MissedTickBehavior;
 
 /// The serving threads, each fed connections through its own queue.
 pub struct Workers {
@@ -54,6 +56,7 @@ impl Workers {
                 .name(format!("switchyard-worker-{index}"))
                 .spawn(move || {
                     runtime.block_on(async {
+                        tokio::spawn(anchor_timers());
                         serve(router, connections).await;
                         let _ = done.send(());
                         // A release or a dropped sender: either way, time to end.
@@ -87,6 +90,21 @@ impl Workers {
             let _ = finished.await;
         }
         Idle { exits: self.exits }
+    }
+}
+
+/// How often [`anchor_timers`] fires: sooner than any deadline a request sets.
+const TIMER_ANCHOR: Duration = Duration::from_secs(1);
+
+/// Keeps a timer due within [`TIMER_ANCHOR`] pending on this thread at all times. A thread that
+/// went to sleep with no timer pending is woken through its reactor (an eventfd write, then one
+/// more pass through epoll) by every timer set before it sleeps again, which under load was each
+/// request's upstream deadlines. Behind a sooner timer, setting one is only a wheel insert.
+async fn anchor_timers() {
+    let mut tick = tokio::time::interval(TIMER_ANCHOR);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
     }
 }
 
