@@ -32,17 +32,37 @@ impl MicroUsd {
     }
 
     /// Exact decimal text in USD, e.g. `0.000125` or `12.5`.
+    /// Written digit by digit into one allocation: every response prints four of these.
     pub fn to_usd_string(self) -> String {
-        let sign = if self.0 < 0 { "-" } else { "" };
         let micros = self.0.unsigned_abs();
-        let whole = micros / 1_000_000;
-        let fraction = micros % 1_000_000;
-        if fraction == 0 {
-            return format!("{sign}{whole}");
+        let (whole, mut fraction) = (micros / 1_000_000, micros % 1_000_000);
+        let mut text = String::with_capacity(28);
+        if self.0 < 0 {
+            text.push('-');
         }
-        let digits = format!("{fraction:06}");
-        format!("{sign}{whole}.{}", digits.trim_end_matches('0'))
+        push_digits(&mut text, whole);
+        if fraction != 0 {
+            text.push('.');
+            let mut place = 100_000;
+            while fraction != 0 {
+                push_digit(&mut text, fraction / place);
+                fraction %= place;
+                place /= 10;
+            }
+        }
+        text
     }
+}
+
+fn push_digits(text: &mut String, number: u64) {
+    if number >= 10 {
+        push_digits(text, number / 10);
+    }
+    push_digit(text, number % 10);
+}
+
+fn push_digit(text: &mut String, digit: u64) {
+    text.push(char::from(b'0' + (digit % 10) as u8));
 }
 
 impl std::ops::Add for MicroUsd {
@@ -192,6 +212,9 @@ mod tests {
         assert_eq!(MicroUsd(125).to_usd_string(), "0.000125");
         assert_eq!(MicroUsd(12_500_000).to_usd_string(), "12.5");
         assert_eq!(MicroUsd(-7).to_usd_string(), "-0.000007");
+        assert_eq!(MicroUsd(1_234_567_890).to_usd_string(), "1234.56789");
+        assert_eq!(MicroUsd(10_000_001).to_usd_string(), "10.000001");
+        assert_eq!(MicroUsd(i64::MIN).to_usd_string(), "-9223372036854.775808");
     }
 
     #[test]

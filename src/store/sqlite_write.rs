@@ -58,6 +58,7 @@ impl WriteConnection {
         connection.pragma_update(None, "synchronous", "NORMAL")?;
         connection.pragma_update(None, "cache_size", -8192)?;
         connection.pragma_update(None, "mmap_size", 268_435_456)?;
+        connection.pragma_update(None, "temp_store", "memory")?;
         // SQLite checkpoints in whichever connection's commit fills the WAL, which would stall
         // the request waiting on that commit (a hold) for milliseconds; a thread of its own does
         // it instead, beside the writer (a passive checkpoint never blocks it).
