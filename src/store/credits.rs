@@ -125,9 +125,10 @@ const EXPIRE_HOLDS: &str = "DELETE FROM credit_holds WHERE expires_at < $1 \
 
 const RENEW_HOLDS: &str = "UPDATE credit_holds SET expires_at = $1 WHERE holder = $2";
 
-/// Rows settled per SQLite transaction: about a millisecond of work, the longest a hold queued
-/// behind a settlement waits.
-const SQLITE_SETTLE_SLICE: usize = 64;
+/// Rows a SQLite settlement writes before it looks for queued holds: a fraction of a millisecond,
+/// the longest a hold waits behind a settlement. Without holds waiting a batch is one transaction,
+/// which costs the writer about a fifth less per row than transactions of this size.
+const SQLITE_SETTLE_STEP: usize = 64;
 
 /// The statements above as SQLite runs them: rusqlite binds by position, and SQLite reads `$3`
 /// as a named parameter numbered by first appearance, so each `$N` becomes `?N`.
@@ -337,42 +338,25 @@ impl Store {
                 transaction.commit().await?;
                 Ok(())
             }
-            // In slices, one transaction each, so that holds queued meanwhile wait for one
-            // slice rather than the whole batch. Each slice stands on its own: a retry skips
-            // the rows already written.
+            // One transaction for the batch, unless holds queue up meanwhile: the writer then
+            // commits the steps it has settled, lets them in, and goes on in a new transaction.
+            // Each transaction stands on its own: a retry skips the rows already written.
             Pool::Sqlite { writer, .. } => {
-                for start in (0..rows.len()).step_by(SQLITE_SETTLE_SLICE) {
-                    let rows = Arc::clone(&rows);
-                    writer
+                let mut settled = 0;
+                while settled < rows.len() {
+                    let (rows, waiting) = (Arc::clone(&rows), writer.waiting());
+                    settled = writer
                         .run(move |connection| {
-                            let rows = &rows[start..rows.len().min(start + SQLITE_SETTLE_SLICE)];
                             let transaction = connection
                                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
-                            let inserted = insert_sqlite(&transaction, rows)?;
-                            insert_contents_sqlite(&transaction, &inserted)?;
-                            let mut released = Vec::new();
-                            {
-                                let mut release =
-                                    transaction.prepare_cached(&SQLITE.release_hold)?;
-                                for row in inserted.iter().filter(|row| row.held) {
-                                    let hold = release
-                                        .query_row(params![row.id], |found| {
-                                            Ok(ReleasedHold {
-                                                generation_id: row.id.clone(),
-                                                key_hash: found.get(0)?,
-                                                amount: found.get(1)?,
-                                                period_start: found.get(2)?,
-                                            })
-                                        })
-                                        .optional()?;
-                                    if let Some(hold) = hold {
-                                        released.push((row.id.as_str(), hold));
-                                    }
-                                }
+                            let mut end = settled;
+                            while end < rows.len() && (end == settled || !waiting.any()) {
+                                let step = &rows[end..rows.len().min(end + SQLITE_SETTLE_STEP)];
+                                settle_sqlite(&transaction, step, now)?;
+                                end += step.len();
                             }
-                            let pairs = pair_with_holds(&inserted, &released);
-                            apply_sqlite(&transaction, &Movements::of(&pairs, &[], now))?;
-                            transaction.commit()
+                            transaction.commit()?;
+                            Ok(end)
                         })
                         .await?;
                 }
@@ -380,6 +364,37 @@ impl Store {
             }
         }
     }
+}
+
+/// Settles `rows` within `transaction`: inserts them, and moves the credit of those that were new.
+fn settle_sqlite(
+    transaction: &Transaction<'_>,
+    rows: &[GenerationRow],
+    now: DateTime<Utc>,
+) -> rusqlite::Result<()> {
+    let inserted = insert_sqlite(transaction, rows)?;
+    insert_contents_sqlite(transaction, &inserted)?;
+    let mut released = Vec::new();
+    {
+        let mut release = transaction.prepare_cached(&SQLITE.release_hold)?;
+        for row in inserted.iter().filter(|row| row.held) {
+            let hold = release
+                .query_row(params![row.id], |found| {
+                    Ok(ReleasedHold {
+                        generation_id: row.id.clone(),
+                        key_hash: found.get(0)?,
+                        amount: found.get(1)?,
+                        period_start: found.get(2)?,
+                    })
+                })
+                .optional()?;
+            if let Some(hold) = hold {
+                released.push((row.id.as_str(), hold));
+            }
+        }
+    }
+    let pairs = pair_with_holds(&inserted, &released);
+    apply_sqlite(transaction, &Movements::of(&pairs, &[], now))
 }
 
 /// Each inserted row with the hold its settlement released, if any.

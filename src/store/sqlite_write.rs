@@ -12,7 +12,8 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
@@ -31,6 +32,37 @@ const MAX_SHARED: usize = 64;
 #[derive(Clone)]
 pub(super) struct WriteConnection {
     jobs: mpsc::Sender<Job>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// Tells a running job whether others are queued behind it, so a long one can commit what it has
+/// done and let them in before it goes on.
+pub(super) struct Waiting(Arc<AtomicUsize>);
+
+impl Waiting {
+    pub(super) fn any(&self) -> bool {
+        self.0.load(Ordering::Relaxed) > 0
+    }
+}
+
+/// The writer's end of the job queue, keeping count of what is still queued.
+struct Inbox {
+    jobs: mpsc::Receiver<Job>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Inbox {
+    fn recv(&self) -> Option<Job> {
+        let job = self.jobs.recv().ok()?;
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+        Some(job)
+    }
+
+    fn try_recv(&self) -> Option<Job> {
+        let job = self.jobs.try_recv().ok()?;
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+        Some(job)
+    }
 }
 
 type Exclusive = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -74,11 +106,16 @@ impl WriteConnection {
             .spawn(move || checkpoint(&checkpoints, &nudges))
             .map_err(StoreError::WriterThread)?;
         let (jobs, queue) = mpsc::channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let inbox = Inbox {
+            jobs: queue,
+            queued: Arc::clone(&queued),
+        };
         std::thread::Builder::new()
             .name("switchyard-sqlite-writer".to_owned())
-            .spawn(move || serve(&mut connection, &queue, &nudge))
+            .spawn(move || serve(&mut connection, &inbox, &nudge))
             .map_err(StoreError::WriterThread)?;
-        Ok(WriteConnection { jobs })
+        Ok(WriteConnection { jobs, queued })
     }
 
     /// Runs `work` alone on the connection; it manages its own transaction.
@@ -121,8 +158,17 @@ impl WriteConnection {
         job: Job,
         answer: oneshot::Receiver<Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        self.jobs.send(job).map_err(|_| StoreError::WriteFailed)?;
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        if self.jobs.send(job).is_err() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(StoreError::WriteFailed);
+        }
         answer.await.map_err(|_| StoreError::WriteFailed)?
+    }
+
+    /// For a job to see whether others queued after it.
+    pub(super) fn waiting(&self) -> Waiting {
+        Waiting(Arc::clone(&self.queued))
     }
 }
 
@@ -146,13 +192,9 @@ fn in_savepoint<T>(
 }
 
 /// The writer thread: one job at a time, shared jobs in groups, until every handle is gone.
-fn serve(
-    connection: &mut Connection,
-    queue: &mpsc::Receiver<Job>,
-    checkpointer: &mpsc::SyncSender<()>,
-) {
+fn serve(connection: &mut Connection, queue: &Inbox, checkpointer: &mpsc::SyncSender<()>) {
     let mut commits = 0_u32;
-    let mut next = queue.recv().ok();
+    let mut next = queue.recv();
     while let Some(job) = next.take() {
         commits += 1;
         if commits >= COMMITS_PER_CHECKPOINT {
@@ -170,19 +212,19 @@ fn serve(
                 let mut group = vec![first];
                 while group.len() < MAX_SHARED {
                     match queue.try_recv() {
-                        Ok(Job::Shared(work)) => group.push(work),
-                        Ok(exclusive) => {
+                        Some(Job::Shared(work)) => group.push(work),
+                        Some(exclusive) => {
                             next = Some(exclusive);
                             break;
                         }
-                        Err(_) => break,
+                        None => break,
                     }
                 }
                 run_group(connection, group);
             }
         }
         if next.is_none() {
-            next = queue.recv().ok();
+            next = queue.recv();
         }
     }
 }
@@ -266,5 +308,33 @@ mod tests {
             .await;
         assert!(matches!(panicked, Err(StoreError::WriteFailed)));
         assert_eq!(writer.run_shared(insert(7)).await.unwrap(), 7);
+    }
+
+    #[tokio::test]
+    async fn a_running_job_sees_the_jobs_queued_behind_it() {
+        let (writer, _directory) = writer().await;
+        let (started, running) = std::sync::mpsc::channel();
+        let waiting = writer.waiting();
+        let first = writer.run(move |_: &mut Connection| {
+            let alone = !waiting.any();
+            let _ = started.send(());
+            // Long enough for the second job to be queued meanwhile; bounded either way.
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while !waiting.any() && std::time::Instant::now() < deadline {
+                std::thread::yield_now();
+            }
+            Ok((alone, waiting.any()))
+        });
+        let second = async {
+            tokio::task::spawn_blocking(move || running.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            writer.run_shared(insert(1)).await
+        };
+        let (first, second) = tokio::join!(first, second);
+        assert_eq!(first.unwrap(), (true, true));
+        assert_eq!(second.unwrap(), 1);
+        assert!(!writer.waiting().any(), "nothing is left queued");
     }
 }
