@@ -2,9 +2,12 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::body::Body;
+use axum::extract::{FromRequestParts, State};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, HeaderValue, header};
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderValue, header};
 
 use super::json::ApiJson;
 use super::sse::{self, SseSettings};
@@ -21,7 +24,7 @@ pub async fn create(
     State(limiter): State<RateLimiter>,
     State(settings): State<SseSettings>,
     key: AuthedKey,
-    headers: HeaderMap,
+    app: AppInfo,
     ApiJson(request): ApiJson<ChatRequest>,
 ) -> Response {
     let allowance = match limiter.admit(&key, request.asks_for_free()).await {
@@ -32,13 +35,13 @@ pub async fn create(
     let caller = Caller {
         generation_id: generation_id.clone(),
         key,
-        app: app_info(&headers),
+        app,
     };
     let mut response = if request.stream {
         sse::respond(generation_id, chat.stream(caller, request), settings).await
     } else {
         let mut response = match chat.complete(caller, request).await {
-            Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+            Ok(body) => json(body),
             Err(error) => error.into_response(),
         };
         with_generation_id(&mut response, &generation_id);
@@ -56,14 +59,31 @@ pub fn with_generation_id(response: &mut Response, id: &Arc<str>) {
     }
 }
 
-/// OpenRouter's app attribution headers, capped so a header cannot bloat the usage table.
-fn app_info(headers: &HeaderMap) -> AppInfo {
-    let text = |name: &str| {
-        let value = headers.get(name)?.to_str().ok()?.trim();
-        (!value.is_empty()).then(|| value.chars().take(256).collect())
-    };
-    AppInfo {
-        referer: text("http-referer").or_else(|| text("referer")),
-        title: text("x-title"),
+/// A JSON answer, its header map sized once for every header it leaves with (type, generation
+/// id, length, rate limits).
+fn json(body: Bytes) -> Response {
+    let mut response = Response::new(Body::from(body));
+    response.headers_mut().reserve(8);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// OpenRouter's app attribution headers, capped so a header cannot bloat the usage table. Read
+/// in place, rather than through a copy of the whole header map.
+impl<S: Send + Sync> FromRequestParts<S> for AppInfo {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let text = |name: &str| {
+            let value = parts.headers.get(name)?.to_str().ok()?.trim();
+            (!value.is_empty()).then(|| value.chars().take(256).collect())
+        };
+        Ok(AppInfo {
+            referer: text("http-referer").or_else(|| text("referer")),
+            title: text("x-title"),
+        })
     }
 }

@@ -32,37 +32,70 @@ impl MicroUsd {
     }
 
     /// Exact decimal text in USD, e.g. `0.000125` or `12.5`.
-    /// Written digit by digit into one allocation: every response prints four of these.
     pub fn to_usd_string(self) -> String {
-        let micros = self.0.unsigned_abs();
-        let (whole, mut fraction) = (micros / 1_000_000, micros % 1_000_000);
-        let mut text = String::with_capacity(28);
-        if self.0 < 0 {
-            text.push('-');
+        UsdText::of(self).as_str().to_owned()
+    }
+}
+
+/// An amount's USD text, written into a buffer of its own: every response prints four, and none
+/// needs the heap. The longest, `i64::MIN` micro-USD, is `-9223372036854.775808`.
+struct UsdText {
+    bytes: [u8; 24],
+    len: usize,
+}
+
+impl UsdText {
+    fn of(amount: MicroUsd) -> UsdText {
+        let micros = amount.0.unsigned_abs();
+        let (mut whole, mut fraction) = (micros / 1_000_000, micros % 1_000_000);
+        let mut text = UsdText {
+            bytes: [0; 24],
+            len: 0,
+        };
+        if amount.0 < 0 {
+            text.push(b'-');
         }
-        push_digits(&mut text, whole);
+        // At most 13 digits: |i64::MIN| / 1,000,000 < 10^13.
+        let mut reversed = [0_u8; 13];
+        let mut count = 0;
+        while count < reversed.len() {
+            reversed[count] = digit(whole % 10);
+            count += 1;
+            whole /= 10;
+            if whole == 0 {
+                break;
+            }
+        }
+        for &byte in reversed[..count].iter().rev() {
+            text.push(byte);
+        }
         if fraction != 0 {
-            text.push('.');
+            text.push(b'.');
             let mut place = 100_000;
             while fraction != 0 {
-                push_digit(&mut text, fraction / place);
+                text.push(digit(fraction / place));
                 fraction %= place;
                 place /= 10;
             }
         }
         text
     }
-}
 
-fn push_digits(text: &mut String, number: u64) {
-    if number >= 10 {
-        push_digits(text, number / 10);
+    fn push(&mut self, byte: u8) {
+        if let Some(slot) = self.bytes.get_mut(self.len) {
+            *slot = byte;
+            self.len += 1;
+        }
     }
-    push_digit(text, number % 10);
+
+    fn as_str(&self) -> &str {
+        // Only ASCII digits, '-' and '.' are ever pushed.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
 }
 
-fn push_digit(text: &mut String, digit: u64) {
-    text.push(char::from(b'0' + (digit % 10) as u8));
+fn digit(value: u64) -> u8 {
+    b'0' + (value % 10) as u8
 }
 
 impl std::ops::Add for MicroUsd {
@@ -74,8 +107,9 @@ impl std::ops::Add for MicroUsd {
 
 impl Serialize for MicroUsd {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let raw = serde_json::value::RawValue::from_string(self.to_usd_string())
-            .map_err(serde::ser::Error::custom)?;
+        let text = UsdText::of(*self);
+        let raw: &serde_json::value::RawValue =
+            serde_json::from_str(text.as_str()).map_err(serde::ser::Error::custom)?;
         raw.serialize(serializer)
     }
 }

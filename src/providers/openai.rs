@@ -143,7 +143,10 @@ pub(super) fn encode_body(
             refused,
         },
     };
-    Ok(Bytes::from(serde_json::to_vec(&body)?))
+    // Room for a typical request up front; `to_vec` would start at 128 bytes and double.
+    let mut out = Vec::with_capacity(1024);
+    serde_json::to_writer(&mut out, &body)?;
+    Ok(Bytes::from(out))
 }
 
 pub(super) fn decode_response(body: &[u8]) -> Result<ChatResponse, ProviderError> {
