@@ -85,14 +85,14 @@ impl App {
                         catalog: catalog.clone(),
                         health: health.clone(),
                     },
-                    chat: Chat::new(
+                    chat: Arc::new(Chat::new(
                         catalog.clone(),
                         registry,
                         health.clone(),
                         credits.clone(),
                         generations.clone(),
                         config.database.log_prompts,
-                    ),
+                    )),
                     keys: keys.clone(),
                     limiter: limiter.clone(),
                     store: store.clone(),

@@ -20,7 +20,7 @@ use crate::usage::record::{AppInfo, new_generation_id};
 pub const GENERATION_ID: &str = "x-generation-id";
 
 pub async fn create(
-    State(chat): State<Chat>,
+    State(chat): State<Arc<Chat>>,
     State(limiter): State<RateLimiter>,
     State(settings): State<SseSettings>,
     key: AuthedKey,

@@ -20,7 +20,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::state::{AppState, RouterState};
 
 pub fn routes(state: AppState, max_body: usize) -> Router {
     let mut router = Router::new();
@@ -54,7 +54,7 @@ pub fn routes(state: AppState, max_body: usize) -> Router {
         .route("/health/ready", get(health::ready))
         .fallback(unknown_path)
         .layer(DefaultBodyLimit::max(max_body))
-        .with_state(state)
+        .with_state(RouterState::new(state))
 }
 
 async fn unknown_path() -> ApiError {

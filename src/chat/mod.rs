@@ -29,7 +29,8 @@ pub struct Chat {
     registry: Arc<Registry>,
     health: Arc<HealthTracker>,
     credits: Credits,
-    generations: GenerationSink,
+    /// This serving thread's handle on the shared sink, which every request's recorder clones.
+    generations: Arc<GenerationSink>,
     /// Whether generations keep their prompt and answer (`[database] log_prompts`).
     log_prompts: bool,
 }
@@ -56,7 +57,7 @@ impl Chat {
             registry,
             health,
             credits,
-            generations,
+            generations: Arc::new(generations),
             log_prompts,
         }
     }
@@ -164,7 +165,7 @@ impl Chat {
     /// A streaming completion, returned once the first upstream event has arrived (so a failure
     /// before it can still fail over or become a real HTTP error).
     pub async fn stream(
-        self,
+        self: Arc<Self>,
         caller: Caller,
         request: ChatRequest,
     ) -> Result<ChatStream, ApiError> {

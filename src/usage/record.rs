@@ -94,7 +94,9 @@ pub struct Recorder {
     content: Option<Box<GenerationContent>>,
     /// Whether a credit hold was taken for this request, for its settlement to release.
     held: bool,
-    sink: Option<GenerationSink>,
+    /// The serving thread's own handle: cloning a [`GenerationSink`] itself would touch counters
+    /// every thread shares.
+    sink: Option<Arc<GenerationSink>>,
 }
 
 impl Recorder {
@@ -104,7 +106,7 @@ impl Recorder {
         request: &ChatRequest,
         app: AppInfo,
         log_prompts: bool,
-        sink: GenerationSink,
+        sink: Arc<GenerationSink>,
     ) -> Self {
         let content = log_prompts.then(|| {
             Box::new(GenerationContent {
