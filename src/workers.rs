@@ -93,7 +93,8 @@ impl Workers {
     }
 }
 
-/// How often [`anchor_timers`] fires: sooner than any deadline a request sets.
+/// How often [`anchor_timers`] fires: sooner than the deadlines requests set (their timeouts are
+/// seconds; one configured below this only costs the wake-up it would have cost anyway).
 const TIMER_ANCHOR: Duration = Duration::from_secs(1);
 
 /// Keeps a timer due within [`TIMER_ANCHOR`] pending on this thread at all times. A thread that
