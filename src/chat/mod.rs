@@ -22,8 +22,8 @@ use crate::usage::writer::GenerationSink;
 
 pub use stream::{ChatStream, error_chunk};
 
-/// Everything a chat completion needs, shared by all requests.
-#[derive(Clone)]
+/// Everything a chat completion needs, shared by all of a serving thread's requests through one
+/// `Arc`.
 pub struct Chat {
     catalog: Arc<Catalog>,
     registry: Arc<Registry>,
