@@ -721,6 +721,8 @@ struct Load {
     elapsed: Duration,
     /// The gateway's CPU time (user + system) over the same time.
     gateway_ticks: u64,
+    /// The part of it spent by the SQLite writer and checkpoint threads.
+    sqlite_ticks: u64,
 }
 
 impl Load {
@@ -733,10 +735,15 @@ impl Load {
         self.failed += slice.failed;
         self.elapsed += slice.elapsed;
         self.gateway_ticks += slice.gateway_ticks;
+        self.sqlite_ticks += slice.sqlite_ticks;
     }
 
     fn cpu_per_request(&self, ticks_per_second: u64) -> Duration {
-        let seconds = self.gateway_ticks as f64 / ticks_per_second.max(1) as f64;
+        self.per_request(self.gateway_ticks, ticks_per_second)
+    }
+
+    fn per_request(&self, ticks: u64, ticks_per_second: u64) -> Duration {
+        let seconds = ticks as f64 / ticks_per_second.max(1) as f64;
         Duration::from_secs_f64(seconds / (self.ok + self.failed).max(1) as f64)
     }
 }
@@ -790,6 +797,7 @@ async fn throughput(
             load.add(Load {
                 elapsed,
                 gateway_ticks: after.cpu_ticks.saturating_sub(before.cpu_ticks),
+                sqlite_ticks: after.sqlite_ticks.saturating_sub(before.sqlite_ticks),
                 ..counts
             });
             *pool = usable;
@@ -850,6 +858,8 @@ struct Usage {
     rss_kib: u64,
     hwm_kib: u64,
     cpu_ticks: u64,
+    /// The threads whose name starts `switchyard-sqlite` (15 characters are kept).
+    sqlite_ticks: u64,
 }
 
 fn process_usage(pid: u32) -> BenchResult<Usage> {
@@ -865,18 +875,36 @@ fn process_usage(pid: u32) -> BenchResult<Usage> {
             .ok_or("bad /proc line")?
             .parse()?)
     };
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name, which is in parentheses and may hold spaces; utime and
-    // stime are fields 14 and 15 of the whole line, so 12th and 13th after the `)`.
-    let after = &stat[stat.rfind(')').ok_or("bad /proc stat")? + 1..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks =
-        |i: usize| -> BenchResult<u64> { Ok(fields.get(i).ok_or("short /proc stat")?.parse()?) };
+    let mut sqlite_ticks = 0;
+    for task in fs::read_dir(format!("/proc/{pid}/task"))? {
+        // A thread that ended between the listing and the read has nothing left to count.
+        let Ok(stat) = fs::read_to_string(task?.path().join("stat")) else {
+            continue;
+        };
+        let (name, ticks) = cpu_ticks(&stat)?;
+        if name.starts_with("switchyard-sqli") {
+            sqlite_ticks += ticks;
+        }
+    }
+    let (_, cpu_ticks) = cpu_ticks(&fs::read_to_string(format!("/proc/{pid}/stat"))?)?;
     Ok(Usage {
         rss_kib: field("VmRSS:")?,
         hwm_kib: field("VmHWM:")?,
-        cpu_ticks: ticks(11)? + ticks(12)?,
+        cpu_ticks,
+        sqlite_ticks,
     })
+}
+
+/// The command name and user + system ticks of a `/proc/.../stat` line. The name is in
+/// parentheses and may hold spaces; utime and stime are fields 14 and 15 of the whole line, so
+/// 12th and 13th after the `)`.
+fn cpu_ticks(stat: &str) -> BenchResult<(&str, u64)> {
+    let open = stat.find('(').ok_or("bad /proc stat")?;
+    let close = stat.rfind(')').ok_or("bad /proc stat")?;
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    let ticks =
+        |i: usize| -> BenchResult<u64> { Ok(fields.get(i).ok_or("short /proc stat")?.parse()?) };
+    Ok((&stat[open + 1..close], ticks(11)? + ticks(12)?))
 }
 
 fn clock_ticks_per_second() -> u64 {
@@ -991,9 +1019,16 @@ fn throughput_rows(
         match cpu {
             Some(ticks_per_second) => {
                 let per_request = micros(load.cpu_per_request(ticks_per_second));
+                let sqlite = match load.sqlite_ticks {
+                    0 => String::new(),
+                    ticks => format!(
+                        " (SQLite threads {})",
+                        micros(load.per_request(ticks, ticks_per_second))
+                    ),
+                };
                 writeln!(
                     w,
-                    "    {label:<16} {rate:>10.0} req/s  {counts:<24} gateway CPU {per_request:>9}/request"
+                    "    {label:<16} {rate:>10.0} req/s  {counts:<24} gateway CPU {per_request:>9}/request{sqlite}"
                 )?;
             }
             None => writeln!(w, "    {label:<16} {rate:>10.0} req/s  {counts}")?,
@@ -1130,6 +1165,13 @@ async fn measure(
         "    CPU per request, user+sys, c={c}     {:>8} ({cpu_seconds:.2} CPU-s, {served} requests)",
         micros(gateway_cpu.cpu_per_request(ticks_per_second))
     )?;
+    if db == "SQLite" {
+        writeln!(
+            w,
+            "      of which SQLite writer threads     {:>8}",
+            micros(gateway_cpu.per_request(gateway_cpu.sqlite_ticks, ticks_per_second))
+        )?;
+    }
     writeln!(w)?;
     writeln!(
         w,
