@@ -789,15 +789,17 @@ async fn throughput(
             (&mut candidate_pool, &mut loads.candidate),
         ] {
             let before = process_usage(pid)?;
+            let sqlite_before = sqlite_ticks(pid)?;
             let started = Instant::now();
             let (counts, usable) = load_slice(std::mem::take(pool), &body, slice).await?;
             endpoints.settle().await?;
             let elapsed = started.elapsed();
             let after = process_usage(pid)?;
+            let sqlite_after = sqlite_ticks(pid)?;
             load.add(Load {
                 elapsed,
                 gateway_ticks: after.cpu_ticks.saturating_sub(before.cpu_ticks),
-                sqlite_ticks: after.sqlite_ticks.saturating_sub(before.sqlite_ticks),
+                sqlite_ticks: sqlite_after.saturating_sub(sqlite_before),
                 ..counts
             });
             *pool = usable;
@@ -858,8 +860,6 @@ struct Usage {
     rss_kib: u64,
     hwm_kib: u64,
     cpu_ticks: u64,
-    /// The threads whose name starts `switchyard-sqlite` (15 characters are kept).
-    sqlite_ticks: u64,
 }
 
 fn process_usage(pid: u32) -> BenchResult<Usage> {
@@ -875,7 +875,18 @@ fn process_usage(pid: u32) -> BenchResult<Usage> {
             .ok_or("bad /proc line")?
             .parse()?)
     };
-    let mut sqlite_ticks = 0;
+    let (_, cpu_ticks) = cpu_ticks(&fs::read_to_string(format!("/proc/{pid}/stat"))?)?;
+    Ok(Usage {
+        rss_kib: field("VmRSS:")?,
+        hwm_kib: field("VmHWM:")?,
+        cpu_ticks,
+    })
+}
+
+/// The CPU ticks of the gateway's threads whose name starts `switchyard-sqlite` (the kernel keeps
+/// 15 characters): the SQLite write connection and the checkpoint thread.
+fn sqlite_ticks(pid: u32) -> BenchResult<u64> {
+    let mut sum = 0;
     for task in fs::read_dir(format!("/proc/{pid}/task"))? {
         // A thread that ended between the listing and the read has nothing left to count.
         let Ok(stat) = fs::read_to_string(task?.path().join("stat")) else {
@@ -883,16 +894,10 @@ fn process_usage(pid: u32) -> BenchResult<Usage> {
         };
         let (name, ticks) = cpu_ticks(&stat)?;
         if name.starts_with("switchyard-sqli") {
-            sqlite_ticks += ticks;
+            sum += ticks;
         }
     }
-    let (_, cpu_ticks) = cpu_ticks(&fs::read_to_string(format!("/proc/{pid}/stat"))?)?;
-    Ok(Usage {
-        rss_kib: field("VmRSS:")?,
-        hwm_kib: field("VmHWM:")?,
-        cpu_ticks,
-        sqlite_ticks,
-    })
+    Ok(sum)
 }
 
 /// The command name and user + system ticks of a `/proc/.../stat` line. The name is in
