@@ -10,6 +10,7 @@ mod eventstream;
 mod gemini;
 mod mock;
 mod openai;
+mod pool;
 pub mod presets;
 mod registry;
 pub mod sse;

@@ -1,25 +1,23 @@
-//! The only HTTP sender: one pooled client per provider, every timeout, status → error, and the
-//! event stream (SSE or AWS event-stream framing) with its idle timeout. Knows nothing of any
-//! provider's JSON.
+//! The only HTTP sender: a connection pool per provider and serving thread ([`super::pool`]),
+//! every timeout, status → error, and the event stream (SSE or AWS event-stream framing) with its
+//! idle timeout. Knows nothing of any provider's JSON.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::RETRY_AFTER;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client;
+use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tokio::time::{Instant, timeout_at};
 
 use super::eventstream::EventStreamParser;
+use super::pool::{Lease, Pool, SendError};
 use super::sse::{SseEvent, SseParser};
 use super::{Framing, Provider, UpstreamError, UpstreamErrorKind, UpstreamRequest};
 use crate::config::ProviderConfig;
-
-type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// How long each phase of an attempt may take.
 #[derive(Debug, Clone, Copy)]
@@ -32,10 +30,10 @@ struct Timeouts {
     pub request: Duration,
 }
 
-/// A provider's connection pool and timeouts.
+/// A provider's connection pool (of one serving thread) and timeouts.
 #[derive(Clone)]
 pub struct Upstream {
-    client: HttpsClient,
+    pool: Arc<Pool>,
     timeouts: Timeouts,
 }
 
@@ -61,16 +59,13 @@ impl Upstream {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .build(https);
+        let pool = Arc::new(Pool::new(https, Duration::from_secs(90)));
         let timeouts = Timeouts {
             first_token: config.first_token_timeout.0,
             idle: config.idle_timeout.0,
             request: config.request_timeout.0,
         };
-        Ok(Self { client, timeouts })
+        Ok(Self { pool, timeouts })
     }
 
     /// Sends the request and waits for the response head. A non-success status is turned into
@@ -95,11 +90,11 @@ impl Upstream {
                 let request = request.body(Full::new(body)).map_err(|_| {
                     UpstreamError::new(UpstreamErrorKind::Protocol, "invalid request")
                 })?;
-                let response = timeout_at(first_token_deadline, self.client.request(request))
+                let (response, lease) = timeout_at(first_token_deadline, self.pool.send(request))
                     .await
                     .map_err(|_| timed_out("waiting for the upstream's response"))?
                     .map_err(|error| connection_error(&error))?;
-                (response.status(), Body::Http(response))
+                (response.status(), Body::Http { response, lease })
             }
         };
         let upstream = UpstreamResponse {
@@ -124,7 +119,12 @@ impl Upstream {
 
 #[derive(Debug)]
 enum Body {
-    Http(http::Response<Incoming>),
+    /// `lease` is the HTTP/1.1 connection, released for the next request once the body has
+    /// been read to its end.
+    Http {
+        response: http::Response<Incoming>,
+        lease: Option<Lease>,
+    },
     Local(Option<Bytes>),
 }
 
@@ -178,7 +178,7 @@ pub struct UpstreamResponse {
 
 impl UpstreamResponse {
     fn retry_after(&self) -> Option<Duration> {
-        let Body::Http(response) = &self.body else {
+        let Body::Http { response, .. } = &self.body else {
             return None;
         };
         let value = response.headers().get(RETRY_AFTER)?.to_str().ok()?;
@@ -189,11 +189,16 @@ impl UpstreamResponse {
     pub async fn bytes(self) -> Result<Bytes, UpstreamError> {
         match self.body {
             Body::Local(body) => Ok(body.unwrap_or_default()),
-            Body::Http(response) => timeout_at(self.deadline, response.into_body().collect())
-                .await
-                .map_err(|_| timed_out("reading the upstream's response"))?
-                .map(http_body_util::Collected::to_bytes)
-                .map_err(|_| broken()),
+            Body::Http { response, lease } => {
+                let body = timeout_at(self.deadline, response.into_body().collect())
+                    .await
+                    .map_err(|_| timed_out("reading the upstream's response"))?
+                    .map_err(|_| broken())?;
+                if let Some(lease) = lease {
+                    lease.release();
+                }
+                Ok(body.to_bytes())
+            }
         }
     }
 
@@ -207,7 +212,7 @@ impl UpstreamResponse {
             }
             let chunk = match &mut self.body {
                 Body::Local(body) => body.take(),
-                Body::Http(response) => {
+                Body::Http { response, lease } => {
                     let wait_until = if self.seen_event {
                         self.deadline.min(Instant::now() + self.idle)
                     } else {
@@ -218,7 +223,12 @@ impl UpstreamResponse {
                         Ok(Some(Err(_))) => return Some(Err(broken())),
                         // Trailers carry no events.
                         Ok(Some(Ok(frame))) => Some(frame.into_data().unwrap_or_default()),
-                        Ok(None) => None,
+                        Ok(None) => {
+                            if let Some(lease) = lease.take() {
+                                lease.release();
+                            }
+                            None
+                        }
                     }
                 }
             };
@@ -238,9 +248,9 @@ fn timed_out(phase: &str) -> UpstreamError {
 }
 
 /// Transport errors can name the host; the message is rebuilt so nothing of it leaks.
-fn connection_error(error: &hyper_util::client::legacy::Error) -> UpstreamError {
-    if error.is_connect() {
-        let mut source = std::error::Error::source(error);
+fn connection_error(error: &SendError) -> UpstreamError {
+    if let SendError::Connect(error) = error {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
         while let Some(cause) = source {
             if cause
                 .downcast_ref::<std::io::Error>()
