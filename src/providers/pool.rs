@@ -57,8 +57,14 @@ struct Host {
     multiplexed: Option<Http2>,
 }
 
-struct Idle {
+/// An HTTP/1.1 connection and the `Host` header its requests carry, made once per connection.
+struct Http1Connection {
     sender: Http1,
+    host: HeaderValue,
+}
+
+struct Idle {
+    connection: Http1Connection,
     since: Instant,
 }
 
@@ -69,7 +75,7 @@ pub(super) struct Lease {
     pool: Arc<Pool>,
     scheme: Scheme,
     authority: Authority,
-    sender: Http1,
+    connection: Http1Connection,
 }
 
 impl std::fmt::Debug for Lease {
@@ -86,12 +92,12 @@ impl Lease {
             pool,
             scheme,
             authority,
-            sender,
+            connection,
         } = self;
         pool.with_host(&scheme, &authority, |host| {
             if host.idle.len() < MAX_IDLE {
                 host.idle.push(Idle {
-                    sender,
+                    connection,
                     since: Instant::now(),
                 });
             }
@@ -101,8 +107,14 @@ impl Lease {
 
 /// A connection ready for one request.
 enum Checkout {
-    Http1 { sender: Http1, reused: bool },
-    Http2 { sender: Http2, reused: bool },
+    Http1 {
+        connection: Http1Connection,
+        reused: bool,
+    },
+    Http2 {
+        sender: Http2,
+        reused: bool,
+    },
 }
 
 impl Pool {
@@ -133,15 +145,18 @@ impl Pool {
                         Err(error) => unsent(error, reused),
                     }
                 }
-                Checkout::Http1 { mut sender, reused } => {
-                    to_origin_form(&mut request, &uri, authority)?;
-                    match sender.try_send_request(request).await {
+                Checkout::Http1 {
+                    mut connection,
+                    reused,
+                } => {
+                    to_origin_form(&mut request, &uri, &connection.host)?;
+                    match connection.sender.try_send_request(request).await {
                         Ok(response) => {
                             let lease = Lease {
                                 pool: Arc::clone(self),
                                 scheme: scheme.clone(),
                                 authority: authority.clone(),
-                                sender,
+                                connection,
                             };
                             return Ok((response, Some(lease)));
                         }
@@ -170,9 +185,9 @@ impl Pool {
                 }
                 host.multiplexed = None;
                 while let Some(idle) = host.idle.pop() {
-                    if idle.since.elapsed() < idle_timeout && !idle.sender.is_closed() {
+                    if idle.since.elapsed() < idle_timeout && !idle.connection.sender.is_closed() {
                         return Some(Checkout::Http1 {
-                            sender: idle.sender,
+                            connection: idle.connection,
                             reused: true,
                         });
                     }
@@ -182,9 +197,12 @@ impl Pool {
             match found {
                 // Returned just as its response ended, a connection may not have taken in that
                 // end yet; it is ready once its task has run, or closed.
-                Some(Checkout::Http1 { mut sender, reused }) => {
-                    if sender.ready().await.is_ok() {
-                        return Ok(Checkout::Http1 { sender, reused });
+                Some(Checkout::Http1 {
+                    mut connection,
+                    reused,
+                }) => {
+                    if connection.sender.ready().await.is_ok() {
+                        return Ok(Checkout::Http1 { connection, reused });
                     }
                 }
                 Some(found) => return Ok(found),
@@ -224,12 +242,13 @@ impl Pool {
                 reused: false,
             });
         }
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|_| SendError::Uri)?;
         let (sender, connection) = http1::handshake(stream)
             .await
             .map_err(|_| SendError::Exchange)?;
         tokio::spawn(connection);
         Ok(Checkout::Http1 {
-            sender,
+            connection: Http1Connection { sender, host },
             reused: false,
         })
     }
@@ -272,12 +291,9 @@ fn unsent(
 fn to_origin_form(
     request: &mut Request<Full<Bytes>>,
     uri: &Uri,
-    authority: &Authority,
+    host: &HeaderValue,
 ) -> Result<(), SendError> {
-    if !request.headers().contains_key(HOST) {
-        let host = HeaderValue::from_str(authority.as_str()).map_err(|_| SendError::Uri)?;
-        request.headers_mut().insert(HOST, host);
-    }
+    request.headers_mut().insert(HOST, host.clone());
     let path = uri.path_and_query().cloned();
     let mut parts = http::uri::Parts::default();
     parts.path_and_query = path.or_else(|| Some(http::uri::PathAndQuery::from_static("/")));

@@ -118,6 +118,10 @@ impl Upstream {
 }
 
 #[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per attempt, moved once; boxing the common variant would allocate per request"
+)]
 enum Body {
     /// `lease` is the HTTP/1.1 connection, released for the next request once the body has
     /// been read to its end.
