@@ -141,12 +141,7 @@ impl Chat {
                     }
                     response.usage = Some(usage.clone());
                     let finish_reason = response.finish_reason().map(str::to_owned);
-                    recorder.answered(
-                        response
-                            .choices
-                            .first()
-                            .and_then(|choice| choice.message.content.as_deref()),
-                    );
+                    recorder.answered(&response);
                     // Most answers fit; `to_vec` would start at 128 bytes and double its way up.
                     let mut body = Vec::with_capacity(1024);
                     serde_json::to_writer(&mut body, &response)

@@ -12,7 +12,7 @@ pub use request::{
     ChatRequest, Content, DataCollectionPreference, FREE_SUFFIX, MaxPrice, Message,
     ProviderPreferences, Role, SortBy, SortPartition, SortPreference, StreamOptions,
 };
-pub use response::{ChatResponse, Choice, ResponseMessage};
+pub use response::{ChatResponse, Choice, Choices, ResponseMessage};
 pub use sampling::{SAMPLING_PARAMETERS, SamplingSet};
 pub use usage::{CompletionTokensDetails, Cost, CostDetails, MicroUsd, PromptTokensDetails, Usage};
 

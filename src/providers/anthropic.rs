@@ -613,7 +613,8 @@ fn decode_response(body: &[u8]) -> Result<ChatResponse, ProviderError> {
             },
             finish_reason: message.stop_reason.as_deref().map(finish_reason),
             extra: Map::new(),
-        }],
+        }]
+        .into(),
         usage: message.usage.map(MessageUsage::to_usage),
         extra: Map::new(),
     })
@@ -1326,7 +1327,7 @@ mod tests {
     #[test]
     fn a_tool_use_response_becomes_tool_calls_with_the_anthropic_id() {
         let response = decode_response(fixture("response_tool_use.json").as_bytes()).unwrap();
-        let choice = &response.choices[0];
+        let choice = &response.choices.parsed()[0];
         assert_eq!(choice.finish_reason.as_deref(), Some("tool_calls"));
         assert_eq!(
             choice.message.content.as_deref(),
@@ -1348,7 +1349,7 @@ mod tests {
     #[test]
     fn thinking_blocks_become_reasoning() {
         let response = decode_response(fixture("response_thinking.json").as_bytes()).unwrap();
-        let message = &response.choices[0].message;
+        let message = &response.choices.parsed()[0].message;
         assert_eq!(
             message.reasoning.as_deref(),
             Some("Let me analyze this step by step...")

@@ -582,7 +582,8 @@ impl ConverseResponse {
                 message,
                 finish_reason: Some(finish_reason(&self.stop_reason).to_owned()),
                 extra: Map::new(),
-            }],
+            }]
+            .into(),
             usage: self.usage.map(Usage::from),
             extra: Map::new(),
         }
@@ -1064,7 +1065,7 @@ mod tests {
             .parse_response(fixture("converse_text.json").as_bytes())
             .unwrap();
         assert_eq!(response.finish_reason(), Some("stop"));
-        let message = &response.choices[0].message;
+        let message = &response.choices.parsed()[0].message;
         assert_eq!(
             message.content.as_deref(),
             Some("Paris is the capital of France.")
@@ -1086,7 +1087,11 @@ mod tests {
             .parse_response(fixture("converse_tool_use.json").as_bytes())
             .unwrap();
         assert_eq!(response.finish_reason(), Some("tool_calls"));
-        let calls = response.choices[0].message.tool_calls.as_ref().unwrap();
+        let calls = response.choices.parsed()[0]
+            .message
+            .tool_calls
+            .as_ref()
+            .unwrap();
         assert_eq!(calls[0]["id"], "tooluse_kZJMlvQmRJ6eAyJE5GIl7Q");
         assert_eq!(calls[0]["function"]["name"], "top_song");
         let arguments: Value =

@@ -778,7 +778,7 @@ fn decode_response(body: &[u8]) -> Result<ChatResponse, ProviderError> {
         created: 0,
         model: response.model_version.unwrap_or_default(),
         provider: None,
-        choices,
+        choices: choices.into(),
         usage: response.usage_metadata.as_ref().map(UsageMetadata::usage),
         extra: Map::new(),
     })
@@ -1328,7 +1328,7 @@ mod tests {
     #[test]
     fn a_text_response_becomes_a_message_with_usage() {
         let response = decode_response(fixture!("text_response.json").as_bytes()).unwrap();
-        let choice = &response.choices[0];
+        let choice = &response.choices.parsed()[0];
         assert_eq!(
             choice.message.content.as_deref(),
             Some("AI learns patterns from data to make predictions.")
@@ -1343,7 +1343,7 @@ mod tests {
     #[test]
     fn thoughts_become_reasoning_and_are_billed_as_completion_tokens() {
         let response = decode_response(fixture!("thinking_response.json").as_bytes()).unwrap();
-        let message = &response.choices[0].message;
+        let message = &response.choices.parsed()[0].message;
         assert_eq!(
             message.content.as_deref(),
             Some("There are 4 primes below 10.")
@@ -1369,7 +1369,7 @@ mod tests {
     #[test]
     fn function_calls_become_tool_calls_with_ids_json_arguments_and_signatures() {
         let response = decode_response(fixture!("function_call_response.json").as_bytes()).unwrap();
-        let choice = &response.choices[0];
+        let choice = &response.choices.parsed()[0];
         assert_eq!(choice.finish_reason.as_deref(), Some("tool_calls"));
         assert_eq!(choice.message.content, None);
         let calls = choice.message.tool_calls.as_ref().unwrap();
@@ -1418,7 +1418,7 @@ mod tests {
     #[test]
     fn a_blocked_prompt_is_an_empty_content_filtered_answer() {
         let response = decode_response(fixture!("prompt_blocked.json").as_bytes()).unwrap();
-        let choice = &response.choices[0];
+        let choice = &response.choices.parsed()[0];
         assert_eq!(choice.finish_reason.as_deref(), Some("content_filter"));
         assert_eq!(choice.message.content.as_deref(), Some(""));
         assert_eq!(response.usage.unwrap().prompt_tokens, 12);

@@ -141,10 +141,7 @@ mod tests {
             r#"{"messages":[{"role":"system","content":"be brief"},{"role":"user","content":"hello there"}]}"#,
         );
         let response = Mock.parse_response(&body).unwrap();
-        assert_eq!(
-            response.choices[0].message.content.as_deref(),
-            Some("hello there")
-        );
+        assert_eq!(response.first_content().as_deref(), Some("hello there"));
         let usage = response.usage.unwrap();
         assert_eq!((usage.prompt_tokens, usage.completion_tokens), (4, 2));
     }
@@ -154,6 +151,6 @@ mod tests {
         let body =
             ask(r#"{"max_tokens":1,"messages":[{"role":"user","content":"one two three"}]}"#);
         let response = Mock.parse_response(&body).unwrap();
-        assert_eq!(response.choices[0].finish_reason.as_deref(), Some("length"));
+        assert_eq!(response.finish_reason(), Some("length"));
     }
 }

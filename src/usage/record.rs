@@ -2,6 +2,7 @@
 //! request finishes, fails, or is dropped half-way (a client that hung up is billed for what it
 //! got).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use tokio::time::Instant;
 
 use super::pricing::Pricing;
 use super::writer::GenerationSink;
-use crate::openai::{ChatChunk, ChatRequest, Cost, Usage};
+use crate::openai::{ChatChunk, ChatRequest, ChatResponse, Cost, Usage};
 use crate::store::{GenerationContent, GenerationRow};
 
 /// The app a request came from (OpenRouter's `HTTP-Referer` and `X-Title` headers).
@@ -195,9 +196,9 @@ impl Recorder {
     }
 
     /// The whole answer's text, for prompt logging (a stream's is gathered by [`Recorder::observe`]).
-    pub fn answered(&mut self, text: Option<&str>) {
-        if let (Some(content), Some(text)) = (&mut self.content, text) {
-            content.completion = Some(text.to_owned());
+    pub fn answered(&mut self, response: &ChatResponse) {
+        if let Some(content) = &mut self.content {
+            content.completion = response.first_content().map(Cow::into_owned);
         }
     }
 

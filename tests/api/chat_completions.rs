@@ -66,6 +66,11 @@ async fn an_openai_upstream_gets_the_mapped_model_and_unknown_fields_untouched(b
         body["system_fingerprint"], "fp_44709d6fcb",
         "unknown response fields pass through"
     );
+    // The upstream's choices go back as it wrote them, fields the gateway does not know included.
+    assert!(
+        text.contains(r#""choices":[{"finish_reason":"stop","index":0,"logprobs":null,"message":{"content":"Hi there","refusal":null,"role":"assistant"}}]"#),
+        "{text}"
+    );
     // 7 uncached prompt tokens at $3/M + 3 cached at $0.30/M + 5 completion at $15/M
     // = 21 + 0.9 + 75 = 96.9 micro-USD, rounded once to 97.
     assert!(text.contains(r#""cost":0.000097,"#), "{text}");
