@@ -112,7 +112,9 @@ async fn anchor_timers() {
 /// Serves connections until the acceptor stops, then lets in-flight requests finish.
 async fn serve(router: Router, mut connections: mpsc::UnboundedReceiver<StdTcpStream>) {
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Answers and SSE events are small: one buffer and one `write` beat a `writev` queue.
+    builder.http1().writev(false);
     while let Some(stream) = connections.recv().await {
         // Registers the socket with this thread's reactor, so its I/O is driven here.
         let stream = match TcpStream::from_std(stream) {

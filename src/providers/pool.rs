@@ -243,7 +243,11 @@ impl Pool {
             });
         }
         let host = HeaderValue::from_str(authority.as_str()).map_err(|_| SendError::Uri)?;
-        let (sender, connection) = http1::handshake(stream)
+        // A request is small: head and body copied into one buffer and written at once cost
+        // less than hyper's queue of buffers for `writev` (callgrind: -0.9% per request).
+        let (sender, connection) = http1::Builder::new()
+            .writev(false)
+            .handshake(stream)
             .await
             .map_err(|_| SendError::Exchange)?;
         tokio::spawn(connection);
