@@ -313,6 +313,7 @@ mod tests {
     use hyper_rustls::HttpsConnectorBuilder;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
+    use tokio_rustls::rustls;
 
     use super::*;
 
@@ -447,6 +448,136 @@ mod tests {
         let (response, lease) = pool.send(request).await.unwrap();
         drop((response, lease));
         exchange(&pool, &server.uri).await;
+        assert_eq!(server.connections.load(Ordering::SeqCst), 2);
+    }
+
+    /// A TLS server on 127.0.0.1 that offers only HTTP/2 (ALPN `h2`) under a self-signed
+    /// certificate, answers `{}`, and counts its connections and the requests it saw.
+    struct Http2Server {
+        uri: Uri,
+        certificate: rustls::pki_types::CertificateDer<'static>,
+        connections: Arc<AtomicUsize>,
+        requests: Arc<Mutex<Vec<(http::Version, String)>>>,
+        /// Closes every connection open so far.
+        close: Arc<tokio::sync::Notify>,
+    }
+
+    async fn http2_server() -> Http2Server {
+        let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let certificate = generated.cert.der().clone();
+        let private =
+            rustls::pki_types::PrivateKeyDer::try_from(generated.key_pair.serialize_der()).unwrap();
+        let mut config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![certificate.clone()], private)
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let uri: Uri = format!(
+            "https://{}/v1/chat/completions?x=1",
+            listener.local_addr().unwrap()
+        )
+        .parse()
+        .unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let close = Arc::new(tokio::sync::Notify::new());
+        let (counted, seen, closing) = (connections.clone(), requests.clone(), close.clone());
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let stream = acceptor.accept(stream).await.unwrap();
+                counted.fetch_add(1, Ordering::SeqCst);
+                let (seen, closing) = (seen.clone(), closing.clone());
+                tokio::spawn(async move {
+                    let answer = hyper::service::service_fn(move |request: Request<Incoming>| {
+                        let path = request.uri().path_and_query().unwrap().to_string();
+                        seen.lock().unwrap().push((request.version(), path));
+                        async {
+                            Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from_static(
+                                b"{}",
+                            ))))
+                        }
+                    });
+                    let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), answer);
+                    tokio::select! {
+                        _ = connection => {}
+                        () = closing.notified() => {}
+                    }
+                });
+            }
+        });
+        Http2Server {
+            uri,
+            certificate,
+            connections,
+            requests,
+            close,
+        }
+    }
+
+    /// A pool that trusts only `certificate`, built as the production one is otherwise.
+    fn pool_trusting(certificate: &rustls::pki_types::CertificateDer<'static>) -> Arc<Pool> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(certificate.clone()).unwrap();
+        let tls = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        Arc::new(Pool::new(connector, Duration::from_secs(90)))
+    }
+
+    async fn exchange_http2(pool: &Arc<Pool>, uri: &Uri) {
+        let request = Request::post(uri.clone())
+            .body(Full::new(Bytes::from_static(b"{\"a\":1}")))
+            .unwrap();
+        let (response, lease) = pool.send(request).await.unwrap();
+        assert_eq!(response.version(), http::Version::HTTP_2);
+        assert!(
+            lease.is_none(),
+            "an HTTP/2 connection is shared, never lent"
+        );
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"{}");
+    }
+
+    #[tokio::test]
+    async fn tls_that_negotiates_http2_carries_every_request_on_one_connection() {
+        let server = http2_server().await;
+        let pool = pool_trusting(&server.certificate);
+        exchange_http2(&pool, &server.uri).await;
+        exchange_http2(&pool, &server.uri).await;
+        let together = (0..8).map(|_| exchange_http2(&pool, &server.uri));
+        futures_util::future::join_all(together).await;
+        assert_eq!(server.connections.load(Ordering::SeqCst), 1);
+        let requests = server.requests.lock().unwrap().clone();
+        assert_eq!(requests.len(), 10);
+        assert!(
+            requests
+                .iter()
+                .all(|seen| *seen == (http::Version::HTTP_2, "/v1/chat/completions?x=1".to_owned())),
+            "{requests:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closed_http2_connection_is_replaced() {
+        let server = http2_server().await;
+        let pool = pool_trusting(&server.certificate);
+        exchange_http2(&pool, &server.uri).await;
+        server.close.notify_waiters();
+        // The connection's task sees the close before the next request looks for it.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        exchange_http2(&pool, &server.uri).await;
         assert_eq!(server.connections.load(Ordering::SeqCst), 2);
     }
 
