@@ -133,9 +133,9 @@ impl Chat {
                     recorder.served_by(served.clone());
                     let cost = recorder.price(&usage, false);
                     let usage = usage.with_cost(cost);
-                    response.id = recorder.id().to_string();
-                    response.model = served.model.to_string();
-                    response.provider = Some(served.provider.to_string());
+                    response.id = String::from(&**recorder.id());
+                    response.model = String::from(&*served.model);
+                    response.provider = Some(String::from(&*served.provider));
                     if response.created == 0 {
                         response.created = chrono::Utc::now().timestamp();
                     }

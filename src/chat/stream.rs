@@ -101,13 +101,16 @@ impl ChatStream {
             chrono::Utc::now().timestamp()
         };
         let mut recorder = recorder;
-        let (model, provider) = (served.model.to_string(), served.provider.to_string());
+        let (model, provider) = (
+            String::from(&*served.model),
+            String::from(&*served.provider),
+        );
         recorder.served_by(served);
         Self {
             response,
             decoder,
             pending: Some(first),
-            id: recorder.id().to_string(),
+            id: String::from(&**recorder.id()),
             recorder: Some(recorder),
             model,
             provider,

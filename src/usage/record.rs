@@ -259,11 +259,13 @@ impl Recorder {
         let served = self.served.as_ref();
         let count = |tokens: u64| i64::try_from(tokens).unwrap_or(i64::MAX);
         let millis = |duration: Duration| i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+        // `String::from(&*shared)`: `to_string` on an `Arc<str>` formats through `Display` into a
+        // buffer that grows from nothing.
         let row = GenerationRow {
-            id: self.id.to_string(),
-            key_hash: self.key_hash.to_string(),
-            model: served.map_or_else(|| self.requested_model.clone(), |s| s.model.to_string()),
-            provider: served.map(|s| s.provider.to_string()),
+            id: String::from(&*self.id),
+            key_hash: String::from(&*self.key_hash),
+            model: served.map_or_else(|| self.requested_model.clone(), |s| String::from(&*s.model)),
+            provider: served.map(|s| String::from(&*s.provider)),
             upstream_model: served.map(|s| s.upstream_model.clone()),
             app_referer: self.app.referer.take(),
             app_title: self.app.title.take(),
