@@ -1,7 +1,7 @@
 //! Builds one adapter and one connection pool per configured provider. Adding a provider kind is
 //! one line in `adapter_for`.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
 use super::anthropic::{self, Anthropic};

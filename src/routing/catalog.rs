@@ -1,7 +1,7 @@
 //! The resolved catalog: every servable model with its endpoints and exact prices, built once
 //! from the config and shared read-only by all requests.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use crate::config::{Config, DataCollection, EndpointConfig, ModelConfig};

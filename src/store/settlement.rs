@@ -9,7 +9,7 @@
 //! request's cost. A hold released without a generation (its gateway died) is refunded whole.
 //! `key_credits` moves by the same amounts, so per key it always equals the sum of the ledger.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use chrono::{DateTime, NaiveDate, Utc};
 

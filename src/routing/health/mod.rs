@@ -6,7 +6,7 @@ mod breaker;
 mod clock;
 mod stats;
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
