@@ -329,14 +329,16 @@ mod tests {
         heads: Arc<Mutex<Vec<String>>>,
     }
 
-    async fn server(close_after_answer: bool) -> Server {
+    /// A listener on a free local port, and the chat URI it serves under `scheme`.
+    async fn listen(scheme: &str) -> (TcpListener, Uri) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let uri: Uri = format!(
-            "http://{}/v1/chat/completions?x=1",
-            listener.local_addr().unwrap()
-        )
-        .parse()
-        .unwrap();
+        let address = listener.local_addr().unwrap();
+        let uri = format!("{scheme}://{address}/v1/chat/completions?x=1");
+        (listener, uri.parse().unwrap())
+    }
+
+    async fn server(close_after_answer: bool) -> Server {
+        let (listener, uri) = listen("http").await;
         let connections = Arc::new(AtomicUsize::new(0));
         let heads = Arc::new(Mutex::new(Vec::new()));
         let (counted, kept) = (connections.clone(), heads.clone());
@@ -381,14 +383,21 @@ mod tests {
         Arc::new(Pool::new(connector, Duration::from_secs(90)))
     }
 
-    async fn exchange(pool: &Arc<Pool>, uri: &Uri) {
+    /// Sends one request and reads its `{}` answer: the HTTP version it came in, and its lease.
+    async fn answer_version(pool: &Arc<Pool>, uri: &Uri) -> (http::Version, Option<Lease>) {
         let request = Request::post(uri.clone())
             .body(Full::new(Bytes::from_static(b"{\"a\":1}")))
             .unwrap();
         let (response, lease) = pool.send(request).await.unwrap();
         assert_eq!(response.status(), 200);
+        let version = response.version();
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"{}");
+        (version, lease)
+    }
+
+    async fn exchange(pool: &Arc<Pool>, uri: &Uri) {
+        let (_, lease) = answer_version(pool, uri).await;
         lease.unwrap().release();
     }
 
@@ -473,13 +482,7 @@ mod tests {
             .unwrap();
         config.alpn_protocols = vec![b"h2".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let uri: Uri = format!(
-            "https://{}/v1/chat/completions?x=1",
-            listener.local_addr().unwrap()
-        )
-        .parse()
-        .unwrap();
+        let (listener, uri) = listen("https").await;
         let connections = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(Mutex::new(Vec::new()));
         let close = Arc::new(tokio::sync::Notify::new());
@@ -537,17 +540,12 @@ mod tests {
     }
 
     async fn exchange_http2(pool: &Arc<Pool>, uri: &Uri) {
-        let request = Request::post(uri.clone())
-            .body(Full::new(Bytes::from_static(b"{\"a\":1}")))
-            .unwrap();
-        let (response, lease) = pool.send(request).await.unwrap();
-        assert_eq!(response.version(), http::Version::HTTP_2);
+        let (version, lease) = answer_version(pool, uri).await;
+        assert_eq!(version, http::Version::HTTP_2);
         assert!(
             lease.is_none(),
             "an HTTP/2 connection is shared, never lent"
         );
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(&body[..], b"{}");
     }
 
     #[tokio::test]
