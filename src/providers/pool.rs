@@ -94,11 +94,21 @@ impl Lease {
             authority,
             connection,
         } = self;
+        let idle_timeout = pool.idle_timeout;
         pool.with_host(&scheme, &authority, |host| {
+            let now = Instant::now();
+            // Returned in order, so the connections idle too long are the oldest, at the front:
+            // closed here, they do not wait for a burst deep enough to reach them.
+            let expired = host
+                .idle
+                .iter()
+                .take_while(|idle| now.duration_since(idle.since) >= idle_timeout)
+                .count();
+            host.idle.drain(..expired);
             if host.idle.len() < MAX_IDLE {
                 host.idle.push(Idle {
                     connection,
-                    since: Instant::now(),
+                    since: now,
                 });
             }
         });
@@ -320,12 +330,14 @@ mod tests {
     const ANSWER: &[u8] =
         b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
 
-    /// An HTTP/1.1 server that answers every request with `{}`, counts its connections, keeps
-    /// each request's head, and (with `close_after_answer`) closes a connection after one answer
-    /// without saying so, as a server whose keep-alive timer fired would.
+    /// An HTTP/1.1 server that answers every request with `{}`, counts its connections and those
+    /// the client closed, keeps each request's head, and (with `close_after_answer`) closes a
+    /// connection after one answer without saying so, as a server whose keep-alive timer fired
+    /// would.
     struct Server {
         uri: Uri,
         connections: Arc<AtomicUsize>,
+        closed_by_client: Arc<AtomicUsize>,
         heads: Arc<Mutex<Vec<String>>>,
     }
 
@@ -340,20 +352,21 @@ mod tests {
     async fn server(close_after_answer: bool) -> Server {
         let (listener, uri) = listen("http").await;
         let connections = Arc::new(AtomicUsize::new(0));
+        let closed_by_client = Arc::new(AtomicUsize::new(0));
         let heads = Arc::new(Mutex::new(Vec::new()));
-        let (counted, kept) = (connections.clone(), heads.clone());
+        let (counted, closed, kept) =
+            (connections.clone(), closed_by_client.clone(), heads.clone());
         tokio::spawn(async move {
             loop {
                 let (mut stream, _) = listener.accept().await.unwrap();
                 counted.fetch_add(1, Ordering::SeqCst);
-                let kept = kept.clone();
+                let (closed, kept) = (closed.clone(), kept.clone());
                 tokio::spawn(async move {
                     let mut buffer = vec![0; 4096];
                     loop {
-                        let Ok(read) = stream.read(&mut buffer).await else {
-                            return;
-                        };
+                        let read = stream.read(&mut buffer).await.unwrap_or(0);
                         if read == 0 {
+                            closed.fetch_add(1, Ordering::SeqCst);
                             return;
                         }
                         let head = String::from_utf8_lossy(&buffer[..read]).into_owned();
@@ -369,6 +382,7 @@ mod tests {
         Server {
             uri,
             connections,
+            closed_by_client,
             heads,
         }
     }
@@ -445,6 +459,30 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         exchange(&pool, &server.uri).await;
         assert_eq!(server.connections.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn connections_idle_too_long_are_closed_when_another_comes_back() {
+        let server = server(false).await;
+        let pool = pool();
+        let ((_, older), (_, newer)) = tokio::join!(
+            answer_version(&pool, &server.uri),
+            answer_version(&pool, &server.uri)
+        );
+        older.unwrap().release();
+        tokio::time::advance(Duration::from_secs(60)).await;
+        newer.unwrap().release();
+        // The older connection has now been idle for 100 s, the newer one for 40 s.
+        tokio::time::advance(Duration::from_secs(40)).await;
+        exchange(&pool, &server.uri).await;
+        for _ in 0..1000 {
+            if server.closed_by_client.load(Ordering::SeqCst) > 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(server.connections.load(Ordering::SeqCst), 2);
+        assert_eq!(server.closed_by_client.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
