@@ -12,7 +12,7 @@ use super::rate_counters::{RateCheck, RateCounts, RateOutcome, RateScope};
 
 /// KEYS[1] is the counter, a hash of the minute start and count (`ms`, `mc`) and the day's
 /// (`ds`, `dc`). ARGV: the request's minute start, day start, per-minute and per-day limits (-1
-/// for none), and when the counter may expire. The same rules as the SQL upsert: an older window
+/// for none), and how many seconds the counter lives after this count. The same rules as the SQL upsert: an older window
 /// starts over, a newer one (a replica's clock ahead) is counted into, and a refused request
 /// changes nothing. Returns {admitted, ms, mc, ds, dc}.
 const COUNT: &str = r"
@@ -28,7 +28,7 @@ if (per_minute >= 0 and mc >= per_minute) or (per_day >= 0 and dc >= per_day) th
 end
 mc, dc = mc + 1, dc + 1
 redis.call('HSET', KEYS[1], 'ms', ms, 'mc', mc, 'ds', ds, 'dc', dc)
-redis.call('EXPIREAT', KEYS[1], ARGV[5])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
 return {1, ms, mc, ds, dc}
 ";
 
@@ -45,9 +45,10 @@ return 0
 static COUNT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(COUNT));
 static UNCOUNT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(UNCOUNT));
 
-/// A counter outlives its day by this much, so a replica whose clock lags still finds it; then
-/// Redis drops it and nothing needs sweeping.
-const EXPIRY_AFTER_DAY: i64 = 86_400 + 300;
+/// How long a counter lives after its last count: past the end of that count's day, with five
+/// minutes for a replica whose clock lags; then Redis drops it and nothing needs sweeping.
+/// Relative, so it does not matter whether the gateway's clock agrees with Redis's.
+const LIFETIME_AFTER_COUNT: i64 = 86_400 + 300;
 /// Sent for a window without a limit.
 const NO_LIMIT: i64 = -1;
 
@@ -85,7 +86,7 @@ impl RedisCounters {
             .arg(check.day_start)
             .arg(limit(check.per_minute))
             .arg(limit(check.per_day))
-            .arg(check.day_start + EXPIRY_AFTER_DAY)
+            .arg(LIFETIME_AFTER_COUNT)
             .invoke_async(&mut connection)
             .await?;
         let counts = RateCounts {
