@@ -16,6 +16,7 @@ use crate::api::models::ModelList;
 use crate::api::routes;
 use crate::api::sse::SseSettings;
 use crate::chat::Chat;
+use crate::clock::WallClock;
 use crate::config::LoadedConfig;
 use crate::providers::Registry;
 use crate::routing::{Catalog, HealthTracker};
@@ -37,6 +38,12 @@ pub struct App {
 
 impl App {
     pub async fn build(loaded: LoadedConfig) -> anyhow::Result<App> {
+        Self::build_with_clock(loaded, WallClock::system()).await
+    }
+
+    /// Like [`App::build`], judging limits, periods and expiry by `clock`: tests pin it so no
+    /// outcome depends on the day they run.
+    pub async fn build_with_clock(loaded: LoadedConfig, clock: WallClock) -> anyhow::Result<App> {
         let config = loaded.config;
         let store = Store::connect(&config.database.url)
             .await
@@ -53,8 +60,8 @@ impl App {
         );
         let max_body = config.server.max_body.0;
         let models = ModelList::render(&catalog);
-        let keys = Arc::new(Keys::new(store.clone()));
-        let credits = Credits::new(store.clone(), config.credits.hold_lease.0);
+        let keys = Arc::new(Keys::new(store.clone(), clock.clone()));
+        let credits = Credits::new(store.clone(), config.credits.hold_lease.0, clock.clone());
         // Before serving: holds a previous life of this gateway left behind are refunded now if
         // their lease has run out, and by this task within one lease otherwise.
         credits
@@ -71,7 +78,7 @@ impl App {
             ),
             None => RateCounters::Database(store.clone()),
         };
-        let limiter = RateLimiter::new(config.limits, counters);
+        let limiter = RateLimiter::new(config.limits, counters, clock.clone());
         // One tracker for every serving thread: an endpoint that fails on one thread is avoided
         // on all of them.
         let health = Arc::new(HealthTracker::new(&catalog, &config.health));
@@ -92,6 +99,7 @@ impl App {
                         credits.clone(),
                         generations.clone(),
                         config.database.log_prompts,
+                        clock.clone(),
                     )),
                     keys: keys.clone(),
                     limiter: limiter.clone(),

@@ -11,6 +11,7 @@ use crate::accounts::{
     KeyChange, KeyStatement, Keys, LimitReset, parse_expiry, parse_limit, parse_limit_reset,
 };
 use crate::app::App;
+use crate::clock::WallClock;
 use crate::config::{self, LoadedConfig};
 use crate::openai::MicroUsd;
 use crate::routing::Catalog;
@@ -131,8 +132,23 @@ impl Cli {
 
 async fn serve(loaded: LoadedConfig) -> anyhow::Result<()> {
     telemetry::init(loaded.config.server.log_format);
-    let app = App::build(loaded).await?;
+    let app = App::build_with_clock(loaded, wall_clock()?).await?;
     app.run_until_stopped(shutdown::signal()).await
+}
+
+/// Set to an RFC 3339 instant, stops the gateway's calendar clock there: end-to-end tests use
+/// it so that limits, periods and expiry do not depend on the day they run. Never in production.
+const PIN_CLOCK_VAR: &str = "SWITCHYARD_PIN_CLOCK";
+
+fn wall_clock() -> anyhow::Result<WallClock> {
+    let Ok(text) = std::env::var(PIN_CLOCK_VAR) else {
+        return Ok(WallClock::system());
+    };
+    let at = chrono::DateTime::parse_from_rfc3339(&text)
+        .with_context(|| format!("{PIN_CLOCK_VAR}={text:?} is not an RFC 3339 instant"))?
+        .to_utc();
+    tracing::warn!(%at, "{PIN_CLOCK_VAR} is set: the clock stands still, as in a test");
+    Ok(WallClock::pinned(at))
 }
 
 async fn open_store(loaded: &LoadedConfig) -> anyhow::Result<Store> {
@@ -177,7 +193,7 @@ fn models(loaded: &LoadedConfig) -> anyhow::Result<()> {
 }
 
 async fn keys(loaded: &LoadedConfig, command: KeysCommand) -> anyhow::Result<()> {
-    let keys = Keys::new(open_store(loaded).await?);
+    let keys = Keys::new(open_store(loaded).await?, WallClock::system());
     match command {
         KeysCommand::Create {
             name,

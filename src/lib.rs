@@ -21,6 +21,7 @@
 //! # Modules
 //! - [`config`]: the TOML contract, `${VAR}` substitution, the embedded default and bundled catalog.
 //! - [`app`], [`state`], [`shutdown`], [`telemetry`]: wiring, shared state, graceful stop, logs.
+//! - [`clock`]: the calendar time that limits, periods and expiry are judged by; tests pin it.
 //! - [`workers`]: thread-per-core serving, one single-threaded runtime per core.
 //! - [`cli`]: the `switchyard` commands.
 //! - [`error`]: [`error::ApiError`], the one client-facing error, in OpenAI's error shape.
@@ -30,6 +31,7 @@ pub mod api;
 pub mod app;
 pub mod chat;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod openai;

@@ -6,18 +6,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use tokio::task::JoinHandle;
 
 use super::AuthedKey;
 use super::period::period_start;
+use crate::clock::WallClock;
 use crate::openai::MicroUsd;
 use crate::store::{NewHold, Store, StoreError};
-
-/// Where the credit code reads the time; tests move it by hand.
-type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CreditError {
@@ -48,7 +45,7 @@ struct Inner {
     holder: String,
     /// How long a hold outlives its holder's last renewal.
     lease: Duration,
-    clock: Clock,
+    clock: WallClock,
 }
 
 impl std::fmt::Debug for Credits {
@@ -61,15 +58,7 @@ impl std::fmt::Debug for Credits {
 }
 
 impl Credits {
-    pub fn new(store: Store, lease: Duration) -> Self {
-        Self::with_clock(store, lease, Utc::now)
-    }
-
-    pub fn with_clock(
-        store: Store,
-        lease: Duration,
-        clock: impl Fn() -> DateTime<Utc> + Send + Sync + 'static,
-    ) -> Self {
+    pub fn new(store: Store, lease: Duration, clock: WallClock) -> Self {
         let suffix: String = rand::rng()
             .sample_iter(Alphanumeric)
             .take(12)
@@ -79,7 +68,7 @@ impl Credits {
             store,
             holder: format!("{}-{suffix}", std::process::id()),
             lease,
-            clock: Arc::new(clock),
+            clock,
         };
         Self {
             inner: Arc::new(inner),
@@ -101,7 +90,7 @@ impl Credits {
         if worst_case.0 <= 0 {
             return Ok(false);
         }
-        let now = (self.inner.clock)();
+        let now = self.inner.clock.now();
         let hold = NewHold {
             generation_id,
             key_hash: &key.hash,
@@ -127,7 +116,7 @@ impl Credits {
     /// One round of upkeep: renews this process's holds, then refunds holds whose gateway
     /// stopped renewing them. Returns how many expired holds were released.
     pub async fn upkeep(&self) -> Result<usize, StoreError> {
-        let now = (self.inner.clock)();
+        let now = self.inner.clock.now();
         let store = &self.inner.store;
         store
             .renew_holds(&self.inner.holder, now + self.inner.lease)

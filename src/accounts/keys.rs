@@ -13,6 +13,7 @@ use rand::{Rng, TryRngCore};
 use sha2::{Digest, Sha256};
 
 use super::KeyStatement;
+use crate::clock::WallClock;
 use crate::openai::MicroUsd;
 use crate::store::{ApiKeyRow, KeyUpdate, NewApiKey, Store, StoreError};
 
@@ -157,11 +158,13 @@ struct Inner {
     /// Keyed by the raw digest so the hot path hashes into a stack array and allocates nothing.
     /// Sharded, so concurrent requests do not contend on one lock.
     cache: DashMap<[u8; 32], Cached>,
-    clock: Clock,
+    cache_clock: CacheClock,
+    /// Judges expiry and the periods of statements.
+    clock: WallClock,
 }
 
 /// Where the cache reads the time; tests move a clock by hand instead of sleeping.
-type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
+type CacheClock = Arc<dyn Fn() -> Instant + Send + Sync>;
 
 struct Cached {
     checked_at: Instant,
@@ -200,12 +203,12 @@ impl Verdict {
         }
     }
 
-    fn judge(&self) -> Result<AuthedKey, AuthError> {
+    fn judge(&self, clock: &WallClock) -> Result<AuthedKey, AuthError> {
         match self {
             Verdict::Active {
                 expires_at: Some(at),
                 ..
-            } if *at <= Utc::now() => Err(AuthError::Expired),
+            } if *at <= clock.now() => Err(AuthError::Expired),
             Verdict::Active { key, .. } => Ok(key.clone()),
             Verdict::Disabled => Err(AuthError::Disabled),
             Verdict::Unknown => Err(AuthError::Invalid),
@@ -223,17 +226,23 @@ impl std::fmt::Debug for Keys {
 }
 
 impl Keys {
-    pub fn new(store: Store) -> Self {
-        Self::with_clock(store, Instant::now)
+    /// Keys judged by `clock`: expiry, and the periods their statements sum.
+    pub fn new(store: Store, clock: WallClock) -> Self {
+        Self::with_cache_clock(store, clock, Instant::now)
     }
 
-    /// Like [`Keys::new`], reading the time from `clock`: tests use it to expire cache entries
-    /// without sleeping.
-    pub fn with_clock(store: Store, clock: impl Fn() -> Instant + Send + Sync + 'static) -> Self {
+    /// Like [`Keys::new`], with the cache reading its time from `cache_clock`: tests use it to
+    /// expire cache entries without sleeping.
+    pub fn with_cache_clock(
+        store: Store,
+        clock: WallClock,
+        cache_clock: impl Fn() -> Instant + Send + Sync + 'static,
+    ) -> Self {
         let inner = Inner {
             store,
             cache: DashMap::new(),
-            clock: Arc::new(clock),
+            cache_clock: Arc::new(cache_clock),
+            clock,
         };
         Self {
             inner: Arc::new(inner),
@@ -313,6 +322,11 @@ impl Keys {
         &self.inner.store
     }
 
+    /// The calendar time keys are judged by.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
     /// Drops this process's cached verdict for `hash`, so its next request asks the store.
     fn forget(&self, hash: &str) {
         let mut digest = [0u8; 32];
@@ -331,16 +345,16 @@ impl Keys {
             return Err(AuthError::Invalid);
         }
         let digest = digest(presented);
-        let now = (self.inner.clock)();
+        let now = (self.inner.cache_clock)();
         if let Some(cached) = self.inner.cache.get(&digest) {
             if now.saturating_duration_since(cached.checked_at) < CACHE_TTL {
-                return cached.verdict.judge();
+                return cached.verdict.judge(&self.inner.clock);
             }
         }
         // The map guard is released above: nothing may hold a shard lock across this await.
         let row = self.inner.store.key_by_hash(&hex::encode(digest)).await?;
         let verdict = Verdict::of(row);
-        let outcome = verdict.judge();
+        let outcome = verdict.judge(&self.inner.clock);
         self.remember(
             digest,
             Cached {

@@ -118,6 +118,92 @@ mod tests {
         assert_eq!(period_start(None, at("2026-11-23T10:00:00Z")), 0);
     }
 
+    /// Every instant from one second before to one second after each UTC midnight of three
+    /// years (2027's year end, 2028's 29 February, weeks straddling months and years included),
+    /// against starts found the slow way: stepping back a day at a time.
+    #[test]
+    fn every_day_of_three_years_falls_in_consistent_periods() {
+        let first = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+        let last = NaiveDate::from_ymd_opt(2029, 1, 1).unwrap();
+        let mut leap_days = 0;
+        let mut day = first;
+        while day < last {
+            let midnight = day.and_hms_opt(0, 0, 0).unwrap().and_utc();
+            for offset in [-1, 0, 1, 43_200, 86_399] {
+                let now = midnight + chrono::Duration::seconds(offset);
+                starts_hold_at(now);
+            }
+            leap_days += i32::from(day.month() == 2 && day.day() == 29);
+            day = day.succ_opt().unwrap();
+        }
+        assert_eq!(leap_days, 1, "2028-02-29 is swept");
+    }
+
+    fn starts_hold_at(now: DateTime<Utc>) {
+        let starts = PeriodStarts::at(now);
+        let today = now.date_naive();
+        let mut monday = today;
+        while monday.weekday() != chrono::Weekday::Mon {
+            monday = monday.pred_opt().unwrap();
+        }
+        let mut first = today;
+        while first.day() != 1 {
+            first = first.pred_opt().unwrap();
+        }
+        assert_eq!(
+            starts,
+            PeriodStarts {
+                day: today,
+                week: monday,
+                month: first
+            },
+            "{now}"
+        );
+        assert!(
+            starts.month <= starts.day && starts.week <= starts.day,
+            "{now}"
+        );
+        assert!((starts.day - starts.week).num_days() < 7, "{now}");
+
+        let seconds = now.timestamp();
+        for (reset, length_of) in [
+            (LimitReset::Daily, 1),
+            (LimitReset::Weekly, 7),
+            (LimitReset::Monthly, days_in_month(starts.month)),
+        ] {
+            let start = period_start(Some(reset), now);
+            let next = start + 86_400 * length_of;
+            assert!(start <= seconds && seconds < next, "{reset:?} at {now}");
+            // The next period starts where this one's arithmetic says it does.
+            let next_instant = DateTime::from_timestamp(next, 0).unwrap();
+            assert_eq!(
+                period_start(Some(reset), next_instant),
+                next,
+                "{reset:?} at {now}"
+            );
+            let last_second = DateTime::from_timestamp(next - 1, 0).unwrap();
+            assert_eq!(
+                period_start(Some(reset), last_second),
+                start,
+                "{reset:?} at {now}"
+            );
+        }
+        assert_eq!(
+            period_start(Some(LimitReset::Daily), now),
+            starts
+                .day
+                .and_hms_opt(0, 0, 0)
+                .unwrap()
+                .and_utc()
+                .timestamp()
+        );
+    }
+
+    fn days_in_month(first: NaiveDate) -> i64 {
+        let next = first.checked_add_months(chrono::Months::new(1)).unwrap();
+        (next - first).num_days()
+    }
+
     #[test]
     fn usage_periods_are_the_current_day_week_and_month() {
         let starts = PeriodStarts::at(at("2026-11-01T08:00:00Z"));

@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::AuthedKey;
+use crate::clock::WallClock;
 use crate::config::LimitsConfig;
 use crate::store::{RateCheck, RateCounters, RateCounts, RateOutcome, RateScope, StoreError};
 
@@ -167,11 +168,8 @@ pub struct RateLimiter {
 struct Inner {
     limits: LimitsConfig,
     counters: RateCounters,
-    clock: Clock,
+    clock: WallClock,
 }
-
-/// Where the limiter reads the time; tests move a clock by hand instead of sleeping.
-type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
 impl fmt::Debug for RateLimiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -190,21 +188,13 @@ struct Limits {
 }
 
 impl RateLimiter {
-    pub fn new(limits: LimitsConfig, counters: RateCounters) -> Self {
-        Self::with_clock(limits, counters, Utc::now)
-    }
-
-    /// Like [`RateLimiter::new`], reading the time from `clock`: tests use it to cross window
-    /// boundaries without sleeping.
-    pub fn with_clock(
-        limits: LimitsConfig,
-        counters: RateCounters,
-        clock: impl Fn() -> DateTime<Utc> + Send + Sync + 'static,
-    ) -> Self {
+    /// A limiter that judges windows by `clock`: tests pin it to cross window boundaries
+    /// without sleeping.
+    pub fn new(limits: LimitsConfig, counters: RateCounters, clock: WallClock) -> Self {
         let inner = Inner {
             limits,
             counters,
-            clock: Arc::new(clock),
+            clock,
         };
         Self {
             inner: Arc::new(inner),
@@ -228,7 +218,7 @@ impl RateLimiter {
         if !limited && !free {
             return Ok(RateAllowance::default());
         }
-        let now = (self.inner.clock)();
+        let now = self.inner.clock.now();
         let mut allowance = RateAllowance::default();
         // The free scope first: it is the tighter one for free requests, and a refusal there
         // then leaves the key's own counter untouched.
@@ -349,9 +339,9 @@ fn refusal(limit: RateLimit, allowed: u32, start: i64, now: DateTime<Utc>) -> Ra
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
     use super::*;
+    use crate::accounts::LimitReset;
+    use crate::accounts::period::period_start;
     use crate::store::Store;
 
     fn at(text: &str) -> DateTime<Utc> {
@@ -370,14 +360,13 @@ mod tests {
     }
 
     /// A limiter over a fresh in-memory database, and the hand-moved clock it reads.
-    async fn limiter(limits: LimitsConfig) -> (RateLimiter, Arc<Mutex<DateTime<Utc>>>) {
+    async fn limiter(limits: LimitsConfig) -> (RateLimiter, WallClock) {
         let store = Store::connect("sqlite::memory:").await.unwrap();
         store.migrate().await.unwrap();
-        let now = Arc::new(Mutex::new(at("2026-11-23T12:00:30Z")));
-        let clock = now.clone();
+        let clock = WallClock::pinned(at("2026-11-23T12:00:30Z"));
         let counters = RateCounters::Database(store);
-        let limiter = RateLimiter::with_clock(limits, counters, move || *clock.lock().unwrap());
-        (limiter, now)
+        let limiter = RateLimiter::new(limits, counters, clock.clone());
+        (limiter, clock)
     }
 
     async fn refused(limiter: &RateLimiter, key: &AuthedKey, free: bool) -> RateLimited {
@@ -405,6 +394,32 @@ mod tests {
         );
         let before_epoch = at("1969-12-31T23:59:30Z");
         assert_eq!(Window::Minute.start(before_epoch), -60);
+    }
+
+    /// One second either side of every UTC midnight of three years: each window holds its
+    /// instant, ends where the next begins, and the day is the daily limit period.
+    #[test]
+    fn windows_hold_every_instant_around_three_years_of_midnights() {
+        let mut midnight = at("2026-01-01T00:00:00Z");
+        while midnight < at("2029-01-01T00:00:00Z") {
+            for offset in [-1, 0, 1] {
+                let now = midnight + chrono::Duration::seconds(offset);
+                for window in [Window::Minute, Window::Day] {
+                    let start = window.start(now);
+                    assert!(start <= now.timestamp(), "{window:?} at {now}");
+                    assert!(now < window.end(start), "{window:?} at {now}");
+                    assert_eq!(
+                        window.start(window.end(start)),
+                        window.end(start).timestamp()
+                    );
+                }
+                assert_eq!(
+                    Window::Day.start(now),
+                    period_start(Some(LimitReset::Daily), now)
+                );
+            }
+            midnight += chrono::Duration::days(1);
+        }
     }
 
     #[test]
@@ -436,7 +451,11 @@ mod tests {
     async fn a_request_held_to_no_limit_never_asks_the_store() {
         // No migrations: any query would fail.
         let store = Store::connect("sqlite::memory:").await.unwrap();
-        let limiter = RateLimiter::new(LimitsConfig::default(), RateCounters::Database(store));
+        let limiter = RateLimiter::new(
+            LimitsConfig::default(),
+            RateCounters::Database(store),
+            WallClock::system(),
+        );
         let allowance = limiter.admit(&key(None, None), false).await.unwrap();
         assert_eq!(allowance, RateAllowance::default());
     }
@@ -452,7 +471,7 @@ mod tests {
         let refused = refused(&limiter, &key, false).await;
         assert_eq!(refused.limit, RateLimit::KeyPerMinute);
         assert_eq!(refused.retry_after, Duration::from_secs(30));
-        *now.lock().unwrap() = at("2026-11-23T12:01:00Z");
+        now.set(at("2026-11-23T12:01:00Z"));
         let next = limiter.admit(&key, false).await.unwrap().tightest.unwrap();
         assert_eq!(next.remaining, 1);
     }
@@ -466,14 +485,14 @@ mod tests {
         let (limiter, now) = limiter(limits).await;
         let key = key(None, Some(2));
         for minute in ["12:00:30", "12:05:00"] {
-            *now.lock().unwrap() = at(&format!("2026-11-23T{minute}Z"));
+            now.set(at(&format!("2026-11-23T{minute}Z")));
             limiter.admit(&key, false).await.unwrap();
         }
         let refused = refused(&limiter, &key, false).await;
         assert_eq!(refused.limit, RateLimit::KeyPerDay);
         assert_eq!(refused.window.limit, 2);
         assert_eq!(refused.window.reset, at("2026-11-24T00:00:00Z"));
-        *now.lock().unwrap() = at("2026-11-24T00:00:00Z");
+        now.set(at("2026-11-24T00:00:00Z"));
         assert!(limiter.admit(&key, false).await.is_ok());
     }
 
@@ -517,7 +536,7 @@ mod tests {
             refused(&limiter, &key, false).await.limit,
             RateLimit::KeyPerMinute
         );
-        *now.lock().unwrap() = at("2026-11-23T12:01:00Z");
+        now.set(at("2026-11-23T12:01:00Z"));
         limiter.admit(&key, false).await.unwrap();
         let refused = refused(&limiter, &key, false).await;
         assert_eq!(refused.limit, RateLimit::KeyPerDay);

@@ -72,8 +72,8 @@ impl KeyStatement {
         }
     }
 
-    /// A key that has spent nothing yet, e.g. one just created.
-    pub fn opening(key: ApiKeyRow) -> Self {
+    /// A key that has spent nothing yet, e.g. one just created, as of `now`.
+    pub fn opening(key: ApiKeyRow, now: DateTime<Utc>) -> Self {
         let row = KeyUsageRow {
             key,
             usage: 0,
@@ -83,7 +83,7 @@ impl KeyStatement {
             usage_weekly: 0,
             usage_monthly: 0,
         };
-        Self::of(row, Utc::now())
+        Self::of(row, now)
     }
 }
 
@@ -118,14 +118,14 @@ fn windows(now: DateTime<Utc>) -> UsageWindows {
 impl Keys {
     /// The statement of one key; `None` if no key has that hash.
     pub async fn statement(&self, hash: &str) -> Result<Option<KeyStatement>, StoreError> {
-        let now = Utc::now();
+        let now = self.now();
         let row = self.store().key_usage(hash, windows(now)).await?;
         Ok(row.map(|row| KeyStatement::of(row, now)))
     }
 
     /// Statements of the keys in `page`, oldest first.
     pub async fn statements(&self, page: KeyPage) -> Result<Vec<KeyStatement>, StoreError> {
-        let now = Utc::now();
+        let now = self.now();
         let rows = self.store().keys_usage(windows(now), page).await?;
         Ok(rows
             .into_iter()

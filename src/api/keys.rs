@@ -90,7 +90,7 @@ pub async fn create(
         .create(&request.name, limit, limit_reset, expires_at)
         .await?;
     let body = Created {
-        data: KeyStatement::opening(created.row),
+        data: KeyStatement::opening(created.row, keys.now()),
         key: created.key,
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use self::failover::{Failover, Next};
 use crate::accounts::{AuthedKey, Credits};
+use crate::clock::WallClock;
 use crate::error::ApiError;
 use crate::openai::ChatRequest;
 use crate::providers::{Registry, UpstreamError};
@@ -33,6 +34,8 @@ pub struct Chat {
     generations: Arc<GenerationSink>,
     /// Whether generations keep their prompt and answer (`[database] log_prompts`).
     log_prompts: bool,
+    /// The time a generation is recorded at, which decides the day it is rolled up under.
+    clock: WallClock,
 }
 
 /// Who asked, and under which id the answer is recorded.
@@ -51,6 +54,7 @@ impl Chat {
         credits: Credits,
         generations: GenerationSink,
         log_prompts: bool,
+        clock: WallClock,
     ) -> Self {
         Self {
             catalog,
@@ -59,6 +63,7 @@ impl Chat {
             credits,
             generations: Arc::new(generations),
             log_prompts,
+            clock,
         }
     }
 
@@ -209,6 +214,7 @@ impl Chat {
             caller.key.hash,
             request,
             caller.app,
+            self.clock.now(),
             self.log_prompts,
             self.generations.clone(),
         )

@@ -106,6 +106,7 @@ impl Recorder {
         key_hash: Arc<str>,
         request: &ChatRequest,
         app: AppInfo,
+        created_at: DateTime<Utc>,
         log_prompts: bool,
         sink: Arc<GenerationSink>,
     ) -> Self {
@@ -125,7 +126,7 @@ impl Recorder {
                 .unwrap_or_default()
                 .to_owned(),
             app,
-            created_at: Utc::now(),
+            created_at,
             started: Instant::now(),
             streamed: request.stream,
             estimated_prompt_tokens: request.estimated_prompt_tokens(),

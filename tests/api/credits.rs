@@ -7,6 +7,7 @@ use futures_util::future::join_all;
 use serde_json::{Value, json};
 use switchyard::accounts::period::period_start;
 use switchyard::accounts::{Keys, LimitReset};
+use switchyard::clock::WallClock;
 use switchyard::openai::MicroUsd;
 use switchyard::store::{GenerationRow, NewHold, Store};
 
@@ -285,7 +286,7 @@ async fn a_limit_starts_afresh_at_each_period_boundary(backend: Backend) {
             limit: 1_000,
             period_start: period_start(Some(reset), at),
             holder: "test",
-            expires_at: Utc::now() + Days::minutes(5),
+            expires_at: app.clock.now() + Days::minutes(5),
         };
         assert!(store.take_hold(&hold(0, last_second)).await.unwrap());
         assert!(
@@ -419,7 +420,7 @@ async fn generations_charged_wrongly(url: &str) -> i64 {
 
 async fn create_key(url: &str, micros: i64) -> (String, String) {
     let store = Store::connect(url).await.unwrap();
-    let created = Keys::new(store)
+    let created = Keys::new(store, WallClock::system())
         .create("shared", Some(MicroUsd(micros)), None, None)
         .await
         .unwrap();

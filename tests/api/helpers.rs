@@ -1,8 +1,10 @@
 //! `spawn_app()`: the gateway on a random port over a fresh database, with a key ready to use,
 //! and the macro that runs a test against both SQLite and Postgres.
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use switchyard::app::App;
+use switchyard::clock::WallClock;
 use switchyard::config::{ConfigSource, LoadedConfig};
 use switchyard::state::AppState;
 use switchyard::store::GenerationRow;
@@ -38,6 +40,8 @@ pub struct TestApp {
     /// The app's database, for tests that read or seed it with plain SQL.
     pub database_url: String,
     pub state: AppState,
+    /// The clock the app judges limits, periods and expiry by.
+    pub clock: WallClock,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -49,6 +53,25 @@ pub struct Extra<'a> {
     /// Lines for `[database]`, after its `url` and `flush_interval`.
     pub database: &'a str,
     pub tables: String,
+    /// The app's clock; [`test_clock`] when `None`.
+    pub clock: Option<WallClock>,
+}
+
+/// The instant every test app's clock starts at, so no outcome depends on the day the suite
+/// runs: `SWITCHYARD_TEST_NOW` (RFC 3339) when set, to run the suite at a chosen instant (a
+/// midnight, a month end); otherwise a plain Wednesday noon.
+pub fn test_start() -> DateTime<Utc> {
+    let text = std::env::var("SWITCHYARD_TEST_NOW").unwrap_or_else(|_| DEFAULT_START.to_owned());
+    DateTime::parse_from_rfc3339(&text)
+        .unwrap_or_else(|error| panic!("SWITCHYARD_TEST_NOW={text:?} is not RFC 3339: {error}"))
+        .to_utc()
+}
+
+const DEFAULT_START: &str = "2026-06-10T12:00:00Z";
+
+/// A clock that reads [`test_start`] now and runs on at the system's pace.
+pub fn test_clock() -> WallClock {
+    WallClock::starting_at(test_start())
 }
 
 /// The mock provider and its `switchyard/echo` model at $1/M in and $2/M out, which every test
@@ -105,7 +128,10 @@ flush_interval = "20ms"
         config,
         source: ConfigSource::EmbeddedDefault,
     };
-    let app = App::build(loaded).await.expect("the app builds");
+    let clock = extra.clock.unwrap_or_else(test_clock);
+    let app = App::build_with_clock(loaded, clock.clone())
+        .await
+        .expect("the app builds");
     let base = format!("http://127.0.0.1:{}", app.port());
     let state = app.state().clone();
     let created = state
@@ -124,6 +150,7 @@ flush_interval = "20ms"
         key_hash: created.row.hash,
         database_url: database.to_owned(),
         state,
+        clock,
         stop: Some(stop),
         server: Some(server),
     }

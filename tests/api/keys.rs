@@ -3,15 +3,16 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::{Days, Utc};
+use chrono::{DateTime, Days, Utc};
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 use sqlx::{PgPool, SqlitePool};
 use switchyard::accounts::LimitReset;
 use switchyard::accounts::period::{PeriodStarts, period_start};
+use switchyard::clock::WallClock;
 
 use crate::db::Backend;
-use crate::helpers::{Extra, TestApp, spawn_app_on, spawn_app_with};
+use crate::helpers::{Extra, TestApp, spawn_app_on, spawn_app_with, test_start};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -260,7 +261,7 @@ async fn a_deleted_key_is_refused_and_no_longer_found_but_its_ledger_stays(backe
 
 async fn an_expired_key_is_refused(backend: Backend) {
     let app = spawn(backend).await;
-    let past = (Utc::now() - chrono::Duration::seconds(5)).to_rfc3339();
+    let past = (app.clock.now() - chrono::Duration::seconds(5)).to_rfc3339();
     let (expired, _) = create(&app, json!({"name": "old", "expires_at": past})).await;
     let response = as_bearer(&app, &expired, Method::GET, "/v1/key", None).await;
     let error = json_of(response, 401).await;
@@ -354,28 +355,59 @@ async fn invalid_input_is_a_400_in_the_error_shape(backend: Backend) {
 }
 
 async fn get_key_reports_usage_by_utc_period_and_what_is_left_of_the_limit(backend: Backend) {
-    let app = spawn(backend).await;
-    let (key, hash) = create(
-        &app,
-        json!({"name": "metered", "limit": 10, "limit_reset": "daily"}),
+    let clock = WallClock::pinned(test_start());
+    let app = spawn_app_with(
+        backend,
+        Extra {
+            clock: Some(clock.clone()),
+            ..admin_config()
+        },
     )
     .await;
-    let now = Utc::now();
+    let sql = Sql::open(&app.database_url).await;
+    // The days whose periods overlap or straddle a boundary, and the suite's own start.
+    let instants = [
+        "2026-11-30T23:59:59Z", // a Monday, the month's last day: its week began today
+        "2026-12-01T00:00:00Z", // the 1st: its week began last month
+        "2026-12-05T12:00:00Z", // its week began on the day before this month began
+        "2026-12-06T23:59:59Z", // a Sunday, one second before its week ends
+        "2026-12-31T23:59:59Z", // a year's last second
+        "2027-01-01T00:00:00Z", // a year's first second, in a week that began last year
+        "2027-02-01T00:00:01Z", // a Monday that is the 1st: day, week and month begin together
+        "2028-02-29T08:00:00Z", // a leap day
+    ]
+    .map(|text| DateTime::parse_from_rfc3339(text).unwrap().to_utc());
+    for (n, now) in instants.into_iter().chain([test_start()]).enumerate() {
+        clock.set(now);
+        statement_sums_the_periods_of(&app, &sql, now, n).await;
+    }
+    sql.close().await;
+}
+
+/// One key's statement with the clock at `now`: each sum takes exactly the rollups of its
+/// period, and only spending recorded for the current period counts against the limit.
+async fn statement_sums_the_periods_of(app: &TestApp, sql: &Sql, now: DateTime<Utc>, n: usize) {
+    let (key, hash) = create(
+        app,
+        json!({"name": format!("metered-{n}"), "limit": 10, "limit_reset": "daily"}),
+    )
+    .await;
     let starts = PeriodStarts::at(now);
     let last_month = starts.month.checked_sub_days(Days::new(1)).unwrap();
-    // Distinct digits per row, so every sum below says which rows it took.
+    // A model of its own per row, so rows never share a rollup key even when two periods begin
+    // on the same day; distinct digits per row, so every sum below says which rows it took.
     let rows = [
-        (starts.day, "switchyard/echo", 1_000_000),
-        (starts.day, "other/model", 100_000),
-        (starts.week, "switchyard/echo", 20_000),
-        (starts.month, "switchyard/echo", 3_000),
-        (last_month, "switchyard/echo", 400),
+        (starts.day, "a/today", 1_000_000),
+        (starts.day, "b/today", 100_000),
+        (starts.week, "c/this-week", 20_000),
+        (starts.month, "d/this-month", 3_000),
+        (last_month, "e/last-month", 400),
     ];
-    let sql = Sql::open(&app.database_url).await;
     for (day, model, cost) in rows {
         sql.rollup(day, &hash, model, cost).await;
     }
-    sql.rollup(starts.day, &app.key_hash, "switchyard/echo", 7)
+    // Another key's spending is never counted.
+    sql.rollup(starts.day, &app.key_hash, &format!("f/other-{n}"), 7)
         .await;
     let today = period_start(Some(LimitReset::Daily), now);
     sql.credits(&hash, 1_123_400, today, 2_500_000).await;
@@ -388,25 +420,37 @@ async fn get_key_reports_usage_by_utc_period_and_what_is_left_of_the_limit(backe
     };
     let usd = |micros: i64| Value::from(micros as f64 / 1e6);
     let statement = json_of(
-        as_bearer(&app, &key, Method::GET, "/v1/key", None).await,
+        as_bearer(app, &key, Method::GET, "/v1/key", None).await,
         200,
     )
     .await;
     let data = &statement["data"];
     assert_eq!(data["hash"], hash.as_str());
-    assert_eq!(data["name"], "metered");
+    assert_eq!(data["name"], format!("metered-{n}"));
     assert!(key.starts_with(data["label"].as_str().unwrap().trim_end_matches('…')));
     assert_eq!(data["limit"], 10);
     assert_eq!(data["limit_reset"], "daily");
-    assert_eq!(data["limit_remaining"], 7.5);
+    assert_eq!(data["limit_remaining"], 7.5, "at {now}");
     assert_eq!(data["usage"], 1.1234);
-    assert_eq!(data["usage_daily"], usd(since(starts.day)), "{data}");
-    assert_eq!(data["usage_weekly"], usd(since(starts.week)), "{data}");
-    assert_eq!(data["usage_monthly"], usd(since(starts.month)), "{data}");
+    assert_eq!(
+        data["usage_daily"],
+        usd(since(starts.day)),
+        "at {now}: {data}"
+    );
+    assert_eq!(
+        data["usage_weekly"],
+        usd(since(starts.week)),
+        "at {now}: {data}"
+    );
+    assert_eq!(
+        data["usage_monthly"],
+        usd(since(starts.month)),
+        "at {now}: {data}"
+    );
     assert_eq!(data["expires_at"], Value::Null);
     // The admin sees the same statement.
     let shown = json_of(
-        admin(&app, Method::GET, &format!("/v1/keys/{hash}"), None).await,
+        admin(app, Method::GET, &format!("/v1/keys/{hash}"), None).await,
         200,
     )
     .await;
@@ -416,20 +460,19 @@ async fn get_key_reports_usage_by_utc_period_and_what_is_left_of_the_limit(backe
     let yesterday = today - 86_400;
     sql.credits(&hash, 1_123_400, yesterday, 2_500_000).await;
     let statement = json_of(
-        as_bearer(&app, &key, Method::GET, "/api/v1/key", None).await,
+        as_bearer(app, &key, Method::GET, "/api/v1/key", None).await,
         200,
     )
     .await;
-    assert_eq!(statement["data"]["limit_remaining"], 10);
+    assert_eq!(statement["data"]["limit_remaining"], 10, "at {now}");
     // Overspent (holds can take a period past its limit): nothing is left, never less.
     sql.credits(&hash, 1_123_400, today, 12_000_000).await;
     let statement = json_of(
-        as_bearer(&app, &key, Method::GET, "/v1/key", None).await,
+        as_bearer(app, &key, Method::GET, "/v1/key", None).await,
         200,
     )
     .await;
-    assert_eq!(statement["data"]["limit_remaining"], 0);
-    sql.close().await;
+    assert_eq!(statement["data"]["limit_remaining"], 0, "at {now}");
 }
 
 async fn credits_are_totalled_for_the_calling_key_or_for_every_key_with_the_admin_token(

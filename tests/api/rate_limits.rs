@@ -1,13 +1,14 @@
 //! Per-key request rate limits and the `:free` tier, counted in the shared database: 429 with
 //! `Retry-After` and `X-RateLimit-*`, per-key overrides, and exact counting under concurrency.
 
-use chrono::{Timelike, Utc};
+use chrono::{DateTime, Timelike};
 use futures_util::future::join_all;
 use serde_json::{Value, json};
+use switchyard::clock::WallClock;
 use switchyard::store::RateScope;
 
 use crate::db::Backend;
-use crate::helpers::{TestApp, spawn_app, spawn_app_with_tables};
+use crate::helpers::{Extra, TestApp, spawn_app, spawn_app_with, test_start};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -32,8 +33,19 @@ id = "switchyard/gift"
   completion = "0"
 "#;
 
+/// The app with `tables`, its clock pinned at the suite's start: a scenario never straddles a
+/// minute or a day unless it moves the clock itself.
+async fn spawn_pinned(backend: Backend, tables: String) -> TestApp {
+    let extra = Extra {
+        tables,
+        clock: Some(WallClock::pinned(test_start())),
+        ..Extra::default()
+    };
+    spawn_app_with(backend, extra).await
+}
+
 async fn spawn_app_with_limits(backend: Backend, limits: &str) -> TestApp {
-    spawn_app_with_tables(backend, format!("{FREE_MODEL}\n[limits]\n{limits}\n")).await
+    spawn_pinned(backend, format!("{FREE_MODEL}\n[limits]\n{limits}\n")).await
 }
 
 fn redis_url() -> String {
@@ -63,12 +75,6 @@ async fn new_key(app: &TestApp, per_minute: Option<u32>, per_day: Option<u32>) -
     (created.key, created.row.hash)
 }
 
-/// The current UTC minute. The gateway counts in fixed minutes, so a scenario that straddles a
-/// minute boundary sees its counter start over; such a run is repeated with a fresh key.
-fn minute() -> i64 {
-    Utc::now().timestamp().div_euclid(60)
-}
-
 fn header(response: &reqwest::Response, name: &str) -> String {
     response.headers()[name].to_str().unwrap().to_owned()
 }
@@ -79,36 +85,33 @@ fn header_number(response: &reqwest::Response, name: &str) -> i64 {
 
 async fn chat_returns_429_with_rate_limit_headers_after_the_per_minute_limit(backend: Backend) {
     let app = spawn_app_with_limits(backend, "requests_per_minute = 3").await;
-    let (refused, remaining) = loop {
-        let started = minute();
-        let (key, _) = new_key(&app, None, None).await;
-        let mut remaining = Vec::new();
-        for _ in 0..3 {
-            let response = app.post_chat_as(&key, &chat("switchyard/echo")).await;
-            assert_eq!(response.status(), 200);
-            assert_eq!(header(&response, "x-ratelimit-limit"), "3");
-            remaining.push(header_number(&response, "x-ratelimit-remaining"));
-        }
-        let refused = app.post_chat_as(&key, &chat("switchyard/echo")).await;
-        if minute() == started {
-            break (refused, remaining);
-        }
-    };
+    let (key, _) = new_key(&app, None, None).await;
+    let mut remaining = Vec::new();
+    for _ in 0..3 {
+        let response = app.post_chat_as(&key, &chat("switchyard/echo")).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(header(&response, "x-ratelimit-limit"), "3");
+        remaining.push(header_number(&response, "x-ratelimit-remaining"));
+    }
+    let refused = app.post_chat_as(&key, &chat("switchyard/echo")).await;
     assert_eq!(remaining, [2, 1, 0]);
     assert_eq!(refused.status(), 429);
     assert!(refused.headers().get("x-generation-id").is_none());
+    let now = app.clock.now();
+    let to_next_minute = 60 - i64::from(now.second());
     let retry_after = header_number(&refused, "retry-after");
-    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(
+        retry_after, to_next_minute,
+        "whole seconds to the next minute"
+    );
     assert_eq!(header(&refused, "x-ratelimit-limit"), "3");
     assert_eq!(header(&refused, "x-ratelimit-remaining"), "0");
     let reset = header_number(&refused, "x-ratelimit-reset");
+    let next_minute = (now.timestamp().div_euclid(60) + 1) * 60_000;
     assert_eq!(
-        reset % 60_000,
-        0,
-        "the end of a UTC minute, in milliseconds"
+        reset, next_minute,
+        "the end of the UTC minute, in milliseconds"
     );
-    let now = Utc::now().timestamp_millis();
-    assert!(reset > now && reset <= now + 60_000, "{reset} vs {now}");
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["error"]["code"], 429);
     assert_eq!(body["error"]["type"], "rate_limit_error");
@@ -125,19 +128,13 @@ async fn chat_returns_429_with_rate_limit_headers_after_the_per_minute_limit(bac
 
 async fn free_models_are_limited_to_20_per_minute_per_key(backend: Backend) {
     let app = spawn_app_with_limits(backend, "").await;
-    let (key, statuses, refused) = loop {
-        let started = minute();
-        let (key, _) = new_key(&app, None, None).await;
-        let mut statuses = Vec::new();
-        for _ in 0..20 {
-            let response = app.post_chat_as(&key, &chat("switchyard/gift:free")).await;
-            statuses.push(response.status().as_u16());
-        }
-        let refused = app.post_chat_as(&key, &chat("switchyard/gift:free")).await;
-        if minute() == started {
-            break (key, statuses, refused);
-        }
-    };
+    let (key, _) = new_key(&app, None, None).await;
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        let response = app.post_chat_as(&key, &chat("switchyard/gift:free")).await;
+        statuses.push(response.status().as_u16());
+    }
+    let refused = app.post_chat_as(&key, &chat("switchyard/gift:free")).await;
     assert_eq!(statuses, [200; 20]);
     assert_eq!(refused.status(), 429);
     assert_eq!(header(&refused, "x-ratelimit-limit"), "20");
@@ -171,48 +168,47 @@ async fn the_free_daily_limit_refuses_until_midnight_utc(backend: Backend) {
         assert_eq!(response.status(), 200);
     }
     let refused = app.post_chat(&chat("switchyard/gift:free")).await;
-    // Unless the day turned over since the first request, which this test does not wait for.
-    if refused.status() == 200 && Utc::now().num_seconds_from_midnight() < 60 {
-        return;
-    }
     assert_eq!(refused.status(), 429);
     assert_eq!(header(&refused, "x-ratelimit-limit"), "5");
+    let now = app.clock.now();
+    let midnight = (now.timestamp().div_euclid(86_400) + 1) * 86_400;
     let reset = header_number(&refused, "x-ratelimit-reset");
-    assert_eq!(reset % 86_400_000, 0, "midnight UTC, in milliseconds");
-    let now = Utc::now().timestamp_millis();
-    assert!(reset > now && reset <= now + 86_400_000, "{reset} vs {now}");
+    assert_eq!(
+        reset,
+        midnight * 1_000,
+        "the next midnight UTC, in milliseconds"
+    );
     let body: Value = refused.json().await.unwrap();
     assert_eq!(
         body["error"]["metadata"]["rate_limit"],
         "free_requests_per_day"
     );
+    // At midnight the day's count starts over.
+    app.clock
+        .set(DateTime::from_timestamp(midnight, 0).unwrap());
+    let next_day = app.post_chat(&chat("switchyard/gift:free")).await;
+    assert_eq!(next_day.status(), 200);
 }
 
 async fn a_per_key_limit_overrides_the_configured_default(backend: Backend) {
     let app = spawn_app_with_limits(backend, "requests_per_minute = 2").await;
-    let (default, own) = loop {
-        let started = minute();
-        let (default_key, _) = new_key(&app, None, None).await;
-        let (own_key, _) = new_key(&app, Some(5), None).await;
-        let mut default = Vec::new();
-        let mut own = Vec::new();
-        for _ in 0..3 {
-            let response = app
-                .post_chat_as(&default_key, &chat("switchyard/echo"))
-                .await;
-            default.push(response.status().as_u16());
-        }
-        for _ in 0..6 {
-            let response = app.post_chat_as(&own_key, &chat("switchyard/echo")).await;
-            own.push((
-                response.status().as_u16(),
-                header(&response, "x-ratelimit-limit"),
-            ));
-        }
-        if minute() == started {
-            break (default, own);
-        }
-    };
+    let (default_key, _) = new_key(&app, None, None).await;
+    let (own_key, _) = new_key(&app, Some(5), None).await;
+    let mut default = Vec::new();
+    let mut own = Vec::new();
+    for _ in 0..3 {
+        let response = app
+            .post_chat_as(&default_key, &chat("switchyard/echo"))
+            .await;
+        default.push(response.status().as_u16());
+    }
+    for _ in 0..6 {
+        let response = app.post_chat_as(&own_key, &chat("switchyard/echo")).await;
+        own.push((
+            response.status().as_u16(),
+            header(&response, "x-ratelimit-limit"),
+        ));
+    }
     assert_eq!(default, [200, 200, 429]);
     let statuses: Vec<u16> = own.iter().map(|(status, _)| *status).collect();
     assert_eq!(statuses, [200, 200, 200, 200, 200, 429]);
@@ -227,23 +223,17 @@ async fn concurrent_requests_admit_exactly_the_limit(backend: Backend) {
 
 /// Sends 30 requests at once with a fresh key; returns how many were admitted and refused.
 async fn thirty_at_once(app: &TestApp) -> (usize, usize) {
-    let statuses = loop {
-        let started = minute();
-        let (key, _) = new_key(app, None, None).await;
-        let requests = (0..30).map(|_| {
-            let key = &key;
-            async move {
-                app.post_chat_as(key, &chat("switchyard/echo"))
-                    .await
-                    .status()
-                    .as_u16()
-            }
-        });
-        let statuses = join_all(requests).await;
-        if minute() == started {
-            break statuses;
+    let (key, _) = new_key(app, None, None).await;
+    let requests = (0..30).map(|_| {
+        let key = &key;
+        async move {
+            app.post_chat_as(key, &chat("switchyard/echo"))
+                .await
+                .status()
+                .as_u16()
         }
-    };
+    });
+    let statuses = join_all(requests).await;
     let admitted = statuses.iter().filter(|status| **status == 200).count();
     let refused = statuses.iter().filter(|status| **status == 429).count();
     assert_eq!(admitted + refused, 30, "{statuses:?}");
@@ -255,18 +245,12 @@ async fn with_redis_configured_requests_are_counted_there_exactly(backend: Backe
         "[limits]\nrequests_per_minute = 10\n[redis]\nurl = \"{}\"\n",
         redis_url()
     );
-    let app = spawn_app_with_tables(backend, tables).await;
+    let app = spawn_pinned(backend, tables).await;
     assert_eq!(thirty_at_once(&app).await, (10, 20));
-    let (refused, hash) = loop {
-        let started = minute();
-        let (key, hash) = new_key(&app, Some(1), None).await;
-        let admitted = app.post_chat_as(&key, &chat("switchyard/echo")).await;
-        assert_eq!(admitted.status(), 200);
-        let refused = app.post_chat_as(&key, &chat("switchyard/echo")).await;
-        if minute() == started {
-            break (refused, hash);
-        }
-    };
+    let (key, hash) = new_key(&app, Some(1), None).await;
+    let admitted = app.post_chat_as(&key, &chat("switchyard/echo")).await;
+    assert_eq!(admitted.status(), 200);
+    let refused = app.post_chat_as(&key, &chat("switchyard/echo")).await;
     assert_eq!(refused.status(), 429);
     assert_eq!(header(&refused, "x-ratelimit-limit"), "1");
     assert_eq!(header(&refused, "x-ratelimit-remaining"), "0");
@@ -292,9 +276,6 @@ async fn a_refused_stream_is_a_plain_429_before_any_event(backend: Backend) {
     assert_eq!(header(&first, "x-ratelimit-remaining"), "0");
     first.text().await.unwrap();
     let refused = app.post_chat(&body).await;
-    if refused.status() == 200 && Utc::now().num_seconds_from_midnight() < 60 {
-        return;
-    }
     assert_eq!(refused.status(), 429);
     assert_eq!(header(&refused, "content-type"), "application/json");
     let error: Value = refused.json().await.unwrap();

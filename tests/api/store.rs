@@ -8,12 +8,14 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, NaiveDate, SubsecRound, TimeZone, Utc};
 use sha2::{Digest, Sha256};
 use switchyard::accounts::{AuthError, Keys, LimitReset};
+use switchyard::clock::WallClock;
 use switchyard::openai::MicroUsd;
 use switchyard::store::{GenerationRow, NewApiKey, Store};
 use switchyard::usage::spawn_writer;
 
 use crate::dashboard::{Dashboard, UsageDay};
 use crate::db::{Backend, drop_database, fresh_database_url};
+use crate::helpers::test_start;
 
 crate::on_both_backends!(
     migrations_apply_twice_and_a_second_process_finds_nothing_to_do,
@@ -131,7 +133,7 @@ impl ManualClock {
 
     fn keys(&self, store: Store) -> Keys {
         let clock = self.clone();
-        Keys::with_clock(store, move || {
+        Keys::with_cache_clock(store, WallClock::system(), move || {
             clock.start + Duration::from_millis(clock.elapsed_ms.load(Ordering::SeqCst))
         })
     }
@@ -434,7 +436,7 @@ async fn usage_daily_sums_requests_tokens_and_cost_per_day_key_model_and_provide
 async fn a_created_key_authenticates_and_anything_else_is_refused(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = &db.store;
-    let keys = Keys::new(store.clone());
+    let keys = Keys::new(store.clone(), WallClock::system());
     let created = keys
         .create(
             "ci",
@@ -477,7 +479,7 @@ async fn a_created_key_authenticates_and_anything_else_is_refused(backend: Backe
         keys.authenticate("").await,
         Err(AuthError::Missing)
     ));
-    let other = Keys::new(store.clone())
+    let other = Keys::new(store.clone(), WallClock::system())
         .create("other", None, None, None)
         .await
         .unwrap();
@@ -572,8 +574,10 @@ async fn an_unknown_key_created_elsewhere_is_accepted_within_a_second(backend: B
 async fn an_expired_key_is_refused(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = &db.store;
-    let keys = Keys::new(store.clone());
-    let past = Utc::now() - chrono::Duration::minutes(1);
+    let now = test_start();
+    let clock = WallClock::pinned(now);
+    let keys = Keys::new(store.clone(), clock.clone());
+    let past = now - chrono::Duration::minutes(1);
     let expired = keys.create("old", None, None, Some(past)).await.unwrap();
     assert!(matches!(
         keys.authenticate(&expired.key).await,
@@ -584,9 +588,17 @@ async fn an_expired_key_is_refused(backend: Backend) {
         Err(AuthError::Expired)
     ));
 
-    let future = Utc::now() + chrono::Duration::days(1);
-    let current = keys.create("new", None, None, Some(future)).await.unwrap();
+    // Judged on every request, so a cached key expires at its exact instant.
+    let soon = now + chrono::Duration::seconds(1);
+    let current = keys.create("new", None, None, Some(soon)).await.unwrap();
     keys.authenticate(&current.key).await.unwrap();
+    clock.set(soon - chrono::Duration::microseconds(1));
+    keys.authenticate(&current.key).await.unwrap();
+    clock.set(soon);
+    assert!(matches!(
+        keys.authenticate(&current.key).await,
+        Err(AuthError::Expired)
+    ));
     db.remove().await;
 }
 

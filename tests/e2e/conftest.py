@@ -14,6 +14,7 @@ provider pointed at the replaying upstream. The plain helpers at the end (`ask`,
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import os
 import secrets
@@ -42,6 +43,11 @@ STOP_TIMEOUT_S = 10.0
 # make that race harmless without fixed ports.
 START_ATTEMPTS = 3
 LOG_TAIL_LINES = 80
+# Every gateway's calendar clock stands still here (`SWITCHYARD_PIN_CLOCK`), so limits, periods
+# and expiry never depend on the day the suite runs; SWITCHYARD_TEST_NOW picks another instant.
+PINNED_NOW = datetime.datetime.fromisoformat(
+    os.environ.get("SWITCHYARD_TEST_NOW", "2026-06-10T12:00:00Z").replace("Z", "+00:00")
+)
 
 # The server's log, shown after a failing run: CI keeps no temporary files to look at later.
 _server_logs: list[Path] = []
@@ -165,7 +171,11 @@ def _start(binary: Path, directory: Path, config: Path, port: int, key: str, adm
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             # Debug logs, so the test that looks for leaked keys reads everything it could leak.
-            env={**os.environ, "RUST_LOG": "debug,hyper=info,h2=info,sqlx=info"},
+            env={
+                **os.environ,
+                "RUST_LOG": "debug,hyper=info,h2=info,sqlx=info",
+                "SWITCHYARD_PIN_CLOCK": PINNED_NOW.isoformat(),
+            },
         )
     gateway = Gateway(port=port, key=key, log=log, admin_token=admin_token)
     deadline = time.monotonic() + READY_TIMEOUT_S

@@ -7,9 +7,9 @@ floats go through `Decimal(str(x))`, so no binary float rounds what the gateway 
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
+import math
 import time
 import urllib.error
 import urllib.request
@@ -20,7 +20,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from conftest import Gateway
+from conftest import PINNED_NOW, Gateway
 
 MODEL = "switchyard/echo"
 FREE_MODEL = "switchyard/gift:free"
@@ -32,9 +32,6 @@ MILLION = Decimal(1_000_000)
 # Usage rows are written in batches just behind the request: poll for them, briefly.
 SETTLE_TIMEOUT_S = 5.0
 POLL_S = 0.05
-# A scenario that straddles a UTC minute sees its counter start over; it is run again, with a
-# fresh key, this many times at most.
-MINUTE_ATTEMPTS = 3
 
 # A model whose one endpoint charges nothing, so `switchyard/gift:free` can serve.
 FREE_MODEL_TABLES = """
@@ -146,13 +143,8 @@ def assert_priced(usage: dict[str, Any]) -> Decimal:
     return cost
 
 
-def utc_minute() -> int:
-    return int(time.time()) // 60
-
-
 def refusal(create: Callable[[], Any]) -> openai.RateLimitError | None:
-    """The `RateLimitError` that `create()` raised, or None if it was admitted: the minute may have
-    rolled over, which the caller checks before asserting."""
+    """The `RateLimitError` that `create()` raised, or None if it was admitted."""
     try:
         create()
     except openai.RateLimitError as error:
@@ -176,7 +168,6 @@ def test_a_key_created_by_the_admin_serves_the_sdk_and_reports_its_usage(
     assert created["limit_reset"] == "daily"
     assert created["usage"] == 0
 
-    day = datetime.datetime.now(datetime.timezone.utc).date()
     with sdk(accounts, key) as client:
         completion = client.chat.completions.create(model=MODEL, messages=ask())
     assert completion.choices[0].message.content == PROMPT
@@ -188,8 +179,8 @@ def test_a_key_created_by_the_admin_serves_the_sdk_and_reports_its_usage(
     assert mine["label"] == created["label"]
     assert mine["limit"] == Decimal(25)
     assert mine["limit_remaining"] == Decimal(25) - cost
-    if datetime.datetime.now(datetime.timezone.utc).date() == day:
-        assert mine["usage_daily"] == mine["usage_weekly"] == mine["usage_monthly"] == cost
+    # The gateway's clock is pinned: the request and the statement fall in the same day.
+    assert mine["usage_daily"] == mine["usage_weekly"] == mine["usage_monthly"] == cost
     assert call(accounts, "GET", f"/keys/{created['hash']}", accounts.admin_token) == (
         200,
         {"data": mine},
@@ -452,21 +443,13 @@ def test_the_third_request_in_a_minute_is_a_429_with_retry_after_and_rate_limit_
 ) -> None:
     """`[limits] requests_per_minute = 2`: two are admitted with the headers counting down, the
     third raises `RateLimitError` with `Retry-After` and OpenRouter's `X-RateLimit-*`."""
-    for _ in range(MINUTE_ATTEMPTS):
-        started = utc_minute()
-        key, _ = create_key(limited)
-        with sdk(limited, key) as client:
-            admitted = [
-                client.chat.completions.with_raw_response.create(model=MODEL, messages=ask())
-                for _ in range(2)
-            ]
-            refused = refusal(
-                lambda: client.chat.completions.create(model=MODEL, messages=ask())
-            )
-        if utc_minute() == started:
-            break
-    else:
-        pytest.fail(f"every one of {MINUTE_ATTEMPTS} runs straddled a UTC minute")
+    key, _ = create_key(limited)
+    with sdk(limited, key) as client:
+        admitted = [
+            client.chat.completions.with_raw_response.create(model=MODEL, messages=ask())
+            for _ in range(2)
+        ]
+        refused = refusal(lambda: client.chat.completions.create(model=MODEL, messages=ask()))
 
     assert refused is not None, "the third request in a minute was admitted"
     assert [raw.status_code for raw in admitted] == [200, 200]
@@ -475,14 +458,13 @@ def test_the_third_request_in_a_minute_is_a_429_with_retry_after_and_rate_limit_
 
     assert refused.status_code == 429
     headers = refused.response.headers
-    retry_after = int(headers["retry-after"])
-    assert 1 <= retry_after <= 60, retry_after
+    # The gateway's clock stands at PINNED_NOW: the window ends at the next whole minute.
+    now = PINNED_NOW.timestamp()
+    next_minute = (int(now) // 60 + 1) * 60
+    assert int(headers["retry-after"]) == math.ceil(next_minute - now)
     assert headers["x-ratelimit-limit"] == "2"
     assert headers["x-ratelimit-remaining"] == "0"
-    reset = int(headers["x-ratelimit-reset"])
-    assert reset % 60_000 == 0, "the end of a UTC minute, in milliseconds"
-    now = int(time.time() * 1000)
-    assert now < reset <= now + 60_000, (reset, now)
+    assert int(headers["x-ratelimit-reset"]) == next_minute * 1000, "milliseconds"
     assert "x-generation-id" not in headers
     body = refused.body
     assert isinstance(body, dict), refused.response.text
@@ -497,24 +479,16 @@ def test_a_stream_over_the_rate_limit_raises_rate_limit_error_before_any_chunk(
 ) -> None:
     """The limit is checked before the stream starts, so the SDK raises on `create` rather than
     mid-iteration, with the same headers as a plain refusal, however often it is retried."""
-    for _ in range(MINUTE_ATTEMPTS):
-        started = utc_minute()
-        key, _ = create_key(limited)
-        with sdk(limited, key) as client:
-            for _ in range(2):
-                client.chat.completions.create(model=MODEL, messages=ask())
-            refusals = [
-                refusal(
-                    lambda: client.chat.completions.create(
-                        model=MODEL, messages=ask(), stream=True
-                    )
-                )
-                for _ in range(2)
-            ]
-        if utc_minute() == started:
-            break
-    else:
-        pytest.fail(f"every one of {MINUTE_ATTEMPTS} runs straddled a UTC minute")
+    key, _ = create_key(limited)
+    with sdk(limited, key) as client:
+        for _ in range(2):
+            client.chat.completions.create(model=MODEL, messages=ask())
+        refusals = [
+            refusal(
+                lambda: client.chat.completions.create(model=MODEL, messages=ask(), stream=True)
+            )
+            for _ in range(2)
+        ]
     assert all(refused is not None for refused in refusals), refusals
     for refused in refusals:
         headers = refused.response.headers
@@ -528,22 +502,14 @@ def test_a_stream_over_the_rate_limit_raises_rate_limit_error_before_any_chunk(
 
 def test_each_key_is_counted_on_its_own(limited: Gateway) -> None:
     """Counts are per key: one key using up its minute leaves another's untouched."""
-    for _ in range(MINUTE_ATTEMPTS):
-        started = utc_minute()
-        first, _ = create_key(limited)
-        second, _ = create_key(limited)
-        with sdk(limited, first) as client:
-            for _ in range(2):
-                client.chat.completions.create(model=MODEL, messages=ask())
-            refused = refusal(
-                lambda: client.chat.completions.create(model=MODEL, messages=ask())
-            )
-        with sdk(limited, second) as client:
-            raw = client.chat.completions.with_raw_response.create(model=MODEL, messages=ask())
-        if utc_minute() == started:
-            break
-    else:
-        pytest.fail(f"every one of {MINUTE_ATTEMPTS} runs straddled a UTC minute")
+    first, _ = create_key(limited)
+    second, _ = create_key(limited)
+    with sdk(limited, first) as client:
+        for _ in range(2):
+            client.chat.completions.create(model=MODEL, messages=ask())
+        refused = refusal(lambda: client.chat.completions.create(model=MODEL, messages=ask()))
+    with sdk(limited, second) as client:
+        raw = client.chat.completions.with_raw_response.create(model=MODEL, messages=ask())
     assert refused is not None, "the first key's third request was admitted"
     assert raw.status_code == 200
     assert raw.headers["x-ratelimit-remaining"] == "1"
