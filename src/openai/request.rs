@@ -12,10 +12,18 @@ pub const FREE_SUFFIX: &str = ":free";
 /// field is kept in `extra` and passed through untouched to OpenAI-compatible upstreams.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChatRequest {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "bounded_model_id"
+    )]
     pub model: Option<String>,
     /// OpenRouter's fallback list, tried in order after the primary model.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "bounded_model_ids"
+    )]
     pub models: Vec<String>,
     pub messages: Vec<Message>,
     #[serde(default, skip_serializing_if = "is_false")]
@@ -26,6 +34,10 @@ pub struct ChatRequest {
     pub max_tokens: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_completion_tokens: Option<u32>,
+    /// How many choices to generate; each may be as long as the output cap, so the credit hold
+    /// multiplies by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<ChoiceCount>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -77,26 +89,40 @@ impl ChatRequest {
             .any(|id| id.ends_with(FREE_SUFFIX))
     }
 
-    /// A cheap prompt-size estimate (four bytes of text per token), for the context-length filter
-    /// and for billing a stream cut short before the upstream reported usage.
+    /// How many choices the caller asked for (`n`, 1 when absent).
+    pub fn choices(&self) -> u32 {
+        self.n.map_or(1, |n| n.0)
+    }
+
+    /// A cheap prompt-size estimate, for the context-length filter, the credit hold and billing
+    /// a stream cut short before the upstream reported usage: four bytes of text or of tool
+    /// definitions per token, and [`IMAGE_TOKENS`] per image.
     pub fn estimated_prompt_tokens(&self) -> u64 {
-        let characters: usize = self
+        let text: usize = self
             .messages
             .iter()
             .filter_map(|message| message.content.as_ref())
             .map(Content::text_len)
             .sum();
-        (characters as u64).div_ceil(4).max(1)
+        let tools = self.tools.as_ref().map_or(0, |tools| {
+            serde_json::to_vec(tools).map_or(0, |json| json.len())
+        });
+        let images = self
+            .messages
+            .iter()
+            .filter_map(|message| message.content.as_ref())
+            .map(Content::image_count)
+            .sum::<usize>();
+        let bytes = (text + tools) as u64;
+        (bytes.div_ceil(4) + images as u64 * IMAGE_TOKENS).max(1)
     }
 
     /// Whether any message carries an image part, so endpoints without vision can be filtered out.
     pub fn has_images(&self) -> bool {
-        self.messages.iter().any(|message| match &message.content {
-            Some(Content::Parts(parts)) => parts
-                .iter()
-                .any(|part| part.get("type").and_then(Value::as_str) == Some("image_url")),
-            _ => false,
-        })
+        self.messages
+            .iter()
+            .filter_map(|message| message.content.as_ref())
+            .any(|content| content.image_count() > 0)
     }
 }
 
@@ -151,6 +177,16 @@ impl Content {
         }
     }
 
+    fn image_count(&self) -> usize {
+        match self {
+            Content::Text(_) => 0,
+            Content::Parts(parts) => parts
+                .iter()
+                .filter(|part| part.get("type").and_then(Value::as_str) == Some("image_url"))
+                .count(),
+        }
+    }
+
     /// The text of the content, with parts' text joined; images contribute nothing.
     pub fn text(&self) -> String {
         match self {
@@ -164,6 +200,64 @@ fn part_texts(parts: &[Map<String, Value>]) -> impl Iterator<Item = &str> {
     parts
         .iter()
         .filter_map(|part| part.get("text").and_then(Value::as_str))
+}
+
+/// What one image may count for in a prompt: more than the largest image costs at the major
+/// providers (Anthropic about 1,600 tokens, OpenAI at most 1,105 for high detail after scaling).
+pub const IMAGE_TOKENS: u64 = 2_000;
+
+/// The most choices one request may ask for: OpenAI's own maximum for `n`.
+pub const MAX_CHOICES: u32 = 128;
+
+/// `n`: between 1 and [`MAX_CHOICES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct ChoiceCount(pub u32);
+
+impl<'de> Deserialize<'de> for ChoiceCount {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let n = u32::deserialize(deserializer)?;
+        if (1..=MAX_CHOICES).contains(&n) {
+            Ok(ChoiceCount(n))
+        } else {
+            Err(serde::de::Error::custom(format_args!(
+                "n must be between 1 and {MAX_CHOICES}, not {n}"
+            )))
+        }
+    }
+}
+
+/// The longest model id a request may name; longer is a 400 that echoes only its beginning.
+pub const MAX_MODEL_ID_BYTES: usize = 256;
+/// How much of an overlong model id an error repeats.
+const ECHOED_MODEL_ID_CHARS: usize = 32;
+
+fn check_model_id<E: serde::de::Error>(id: String) -> Result<String, E> {
+    if id.len() <= MAX_MODEL_ID_BYTES {
+        return Ok(id);
+    }
+    let start: String = id.chars().take(ECHOED_MODEL_ID_CHARS).collect();
+    Err(E::custom(format_args!(
+        "a model id is at most {MAX_MODEL_ID_BYTES} bytes; this one is {} bytes and begins {start:?}",
+        id.len()
+    )))
+}
+
+fn bounded_model_id<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    Option::<String>::deserialize(deserializer)?
+        .map(check_model_id)
+        .transpose()
+}
+
+fn bounded_model_ids<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
+    Vec::<String>::deserialize(deserializer)?
+        .into_iter()
+        .map(check_model_id)
+        .collect()
 }
 
 /// OpenRouter's `provider` object. Unknown fields are ignored, as OpenRouter does.
@@ -258,6 +352,79 @@ pub struct MaxPrice {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parsed(body: &str) -> Result<ChatRequest, String> {
+        serde_json::from_str(body).map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn n_is_between_1_and_128_and_passed_on() {
+        let request = parsed(r#"{"model":"m","n":128,"messages":[]}"#).unwrap();
+        assert_eq!(request.choices(), 128);
+        assert_eq!(serde_json::to_value(&request).unwrap()["n"], 128);
+        assert_eq!(
+            parsed(r#"{"model":"m","messages":[]}"#).unwrap().choices(),
+            1
+        );
+        assert_eq!(
+            parsed(r#"{"model":"m","n":null,"messages":[]}"#)
+                .unwrap()
+                .choices(),
+            1
+        );
+        for bad in ["0", "129", "-1", "1.5", "\"2\""] {
+            let error = parsed(&format!(r#"{{"model":"m","n":{bad},"messages":[]}}"#)).unwrap_err();
+            assert!(error.contains('n'), "{bad}: {error}");
+        }
+        assert!(
+            parsed(r#"{"model":"m","n":129,"messages":[]}"#)
+                .unwrap_err()
+                .starts_with("n must be between 1 and 128, not 129")
+        );
+    }
+
+    #[test]
+    fn an_overlong_model_id_is_refused_and_only_its_beginning_repeated() {
+        let at_most = "m".repeat(MAX_MODEL_ID_BYTES);
+        parsed(&format!(r#"{{"model":"{at_most}","messages":[]}}"#)).unwrap();
+        let long = format!("{}{}", "a".repeat(40), "b".repeat(10_000));
+        for body in [
+            format!(r#"{{"model":"{long}","messages":[]}}"#),
+            format!(r#"{{"model":"m","models":["x","{long}"],"messages":[]}}"#),
+        ] {
+            let error = parsed(&body).unwrap_err();
+            assert!(error.contains("10040 bytes"), "{error}");
+            assert!(error.contains(&"a".repeat(32)), "{error}");
+            assert!(
+                !error.contains('b'.to_string().repeat(2).as_str()),
+                "{error}"
+            );
+            assert!(error.len() < 200, "{error}");
+        }
+    }
+
+    #[test]
+    fn the_prompt_estimate_counts_tools_and_images() {
+        let text =
+            parsed(r#"{"model":"m","messages":[{"role":"user","content":"abcdefgh"}]}"#).unwrap();
+        assert_eq!(text.estimated_prompt_tokens(), 2);
+        let image = r#"{"type":"image_url","image_url":{"url":"https://x/y.png"}}"#;
+        let with_images = parsed(&format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":[{{"type":"text","text":"abcdefgh"}},{image},{image}]}}]}}"#
+        ))
+        .unwrap();
+        assert_eq!(with_images.estimated_prompt_tokens(), 2 + 2 * IMAGE_TOKENS);
+        let tool = r#"{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}"#;
+        let with_tools = parsed(&format!(
+            r#"{{"model":"m","tools":[{tool}],"messages":[{{"role":"user","content":"abcdefgh"}}]}}"#
+        ))
+        .unwrap();
+        let tool_bytes = serde_json::to_vec(&with_tools.tools).unwrap().len() as u64;
+        assert_eq!(
+            with_tools.estimated_prompt_tokens(),
+            (8 + tool_bytes).div_ceil(4)
+        );
+    }
 
     #[test]
     fn unknown_fields_survive_a_round_trip() {

@@ -91,6 +91,7 @@ impl ChatRequest {
             let present = match *name {
                 "temperature" => self.temperature.is_some(),
                 "top_p" => self.top_p.is_some(),
+                "n" => self.n.is_some(),
                 other => self.extra.get(other).is_some_and(|value| !value.is_null()),
             };
             if present {
@@ -109,6 +110,7 @@ impl ChatRequest {
             match name {
                 "temperature" => request.temperature = None,
                 "top_p" => request.top_p = None,
+                "n" => request.n = None,
                 other => {
                     request.extra.remove(other);
                 }

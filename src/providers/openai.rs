@@ -56,6 +56,8 @@ struct UpstreamBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     max_completion_tokens: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    n: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     top_p: Option<f64>,
@@ -124,6 +126,7 @@ pub(super) fn encode_body(
         stream_options,
         max_tokens: max_tokens.filter(|_| sent("max_tokens")),
         max_completion_tokens: max_completion_tokens.filter(|_| sent("max_completion_tokens")),
+        n: request.n.map(|n| n.0).filter(|_| sent("n")),
         temperature: request.temperature.filter(|_| sent("temperature")),
         top_p: request.top_p.filter(|_| sent("top_p")),
         tools: request.tools.as_deref().filter(|_| sent("tools")),

@@ -70,7 +70,9 @@ impl RoutePlan {
                         .or(context_left)
                         .unwrap_or(UNBOUNDED_OUTPUT_GUESS),
                 };
-                endpoint.pricing.worst_case(prompt, output)
+                // The prompt is read once; every choice may run to the output cap.
+                let outputs = output.saturating_mul(u64::from(request.choices()));
+                endpoint.pricing.worst_case(prompt, outputs)
             })
             .max()
             .unwrap_or(MicroUsd::ZERO)

@@ -21,6 +21,7 @@ use crate::upstream::{Behaviour, MockUpstream};
 
 crate::on_both_backends!(
     chat_returns_402_when_the_limit_cannot_cover_max_tokens,
+    every_choice_of_n_is_held_so_n_cannot_take_a_key_past_its_limit,
     a_settled_request_is_charged_its_cost_and_refunded_the_rest_of_its_hold,
     concurrent_requests_never_push_a_key_past_its_limit,
     a_cancelled_stream_on_a_limited_key_is_charged_for_what_it_produced,
@@ -134,6 +135,38 @@ async fn chat_returns_402_when_the_limit_cannot_cover_max_tokens(backend: Backen
     app.flush().await;
     let books = books(&app.database_url, &hash).await;
     assert_reconciled(&books);
+    app.stop().await;
+}
+
+async fn every_choice_of_n_is_held_so_n_cannot_take_a_key_past_its_limit(backend: Backend) {
+    let upstream = MockUpstream::start(Behaviour::Reply { text: "hi" }).await;
+    let app = spawn_app_with_tables(backend, upstream_tables(&upstream, "acme", "acme/chat")).await;
+    // 100 output tokens at $15/M is 1,500 micro-USD a choice: 6 fit in 10,000, 7 do not.
+    let (key, hash) = limited_key(&app, 10_000, None).await;
+    let body = |n: Value| {
+        json!({
+            "model": "acme/chat",
+            "max_tokens": 100,
+            "n": n,
+            "messages": [{"role": "user", "content": "hi"}],
+        })
+    };
+    let refused = app.post_chat_as(&key, &body(json!(7))).await;
+    assert_eq!(refused.status(), 402);
+    let refused = app.post_chat_as(&key, &body(json!(128))).await;
+    assert_eq!(refused.status(), 402);
+    assert!(upstream.received().is_empty(), "nothing is sent upstream");
+    for n in [json!(0), json!(129), json!(-1), json!("2")] {
+        let response = app.post_chat_as(&key, &body(n.clone())).await;
+        assert_eq!(response.status(), 400, "n = {n}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["code"], 400);
+    }
+    let served = app.post_chat_as(&key, &body(json!(6))).await;
+    assert_eq!(served.status(), 200);
+    assert_eq!(upstream.received()[0].body["n"], 6, "n is passed on");
+    app.flush().await;
+    assert_reconciled(&books(&app.database_url, &hash).await);
     app.stop().await;
 }
 
