@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::accounts::{Credits, Keys, RateLimiter, Upkeep};
 use crate::api::admin::AdminToken;
@@ -34,6 +35,7 @@ pub struct App {
     /// Renews this gateway's credit holds until every request has settled.
     upkeep: Upkeep,
     max_body: usize,
+    max_connections: usize,
 }
 
 impl App {
@@ -124,6 +126,7 @@ impl App {
             writer,
             upkeep,
             max_body,
+            max_connections: config.server.max_connections,
         })
     }
 
@@ -149,6 +152,7 @@ impl App {
             writer,
             upkeep,
             max_body,
+            max_connections,
         } = self;
         let routers = states
             .into_iter()
@@ -157,10 +161,20 @@ impl App {
         let mut workers = Workers::spawn(routers).context("cannot start the serving threads")?;
         tracing::info!(%address, "switchyard listening");
         tokio::pin!(shutdown);
+        // One permit per open connection, given back when the connection ends: at the cap the
+        // acceptor stops accepting, and new connections wait in the kernel's backlog.
+        let slots = Arc::new(Semaphore::new(max_connections));
         loop {
+            let slot = tokio::select! {
+                slot = slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => break,
+                },
+                () = &mut shutdown => break,
+            };
             tokio::select! {
                 accepted = listener.accept() => match accepted.and_then(|(stream, _)| stream.into_std()) {
-                    Ok(stream) => workers.hand(stream),
+                    Ok(stream) => workers.hand(stream, slot),
                     Err(error) => {
                         // Usually out of file descriptors: pause instead of spinning on the error.
                         tracing::warn!(%error, "cannot accept a connection");

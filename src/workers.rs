@@ -12,16 +12,19 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::time::MissedTickBehavior;
 
 /// The serving threads, each fed connections through its own queue.
 pub struct Workers {
-    inboxes: Vec<mpsc::UnboundedSender<StdTcpStream>>,
+    inboxes: Vec<mpsc::UnboundedSender<Accepted>>,
     finished: Vec<oneshot::Receiver<()>>,
     exits: Vec<oneshot::Sender<()>>,
     next: usize,
 }
+
+/// A connection and its slot among `server.max_connections`, held until the connection ends.
+type Accepted = (StdTcpStream, OwnedSemaphorePermit);
 
 /// Workers that serve no more but keep their runtimes alive: database connections a worker opened
 /// are driven by its runtime, and the usage writer still needs them to flush.
@@ -71,12 +74,12 @@ impl Workers {
     }
 
     /// Gives a freshly accepted connection to the next worker, round robin.
-    pub fn hand(&mut self, stream: StdTcpStream) {
+    pub fn hand(&mut self, stream: StdTcpStream, slot: OwnedSemaphorePermit) {
         let Some(inbox) = self.inboxes.get(self.next % self.inboxes.len().max(1)) else {
             return;
         };
         self.next = self.next.wrapping_add(1);
-        if inbox.send(stream).is_err() {
+        if inbox.send((stream, slot)).is_err() {
             tracing::error!("a serving thread has stopped; connection dropped");
         }
     }
@@ -110,12 +113,12 @@ async fn anchor_timers() {
 }
 
 /// Serves connections until the acceptor stops, then lets in-flight requests finish.
-async fn serve(router: Router, mut connections: mpsc::UnboundedReceiver<StdTcpStream>) {
+async fn serve(router: Router, mut connections: mpsc::UnboundedReceiver<Accepted>) {
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // Answers and SSE events are small: one buffer and one `write` beat a `writev` queue.
     builder.http1().writev(false);
-    while let Some(stream) = connections.recv().await {
+    while let Some((stream, slot)) = connections.recv().await {
         // Registers the socket with this thread's reactor, so its I/O is driven here.
         let stream = match TcpStream::from_std(stream) {
             Ok(stream) => stream,
@@ -134,6 +137,7 @@ async fn serve(router: Router, mut connections: mpsc::UnboundedReceiver<StdTcpSt
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "connection ended with an error");
             }
+            drop(slot);
         });
     }
     graceful.shutdown().await;

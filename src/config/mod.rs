@@ -60,6 +60,9 @@ pub struct ServerConfig {
     /// `pretty` for people, `json` for log pipelines.
     #[serde(default)]
     pub log_format: LogFormat,
+    /// Open client connections at most; past it, new ones wait in the kernel's accept backlog.
+    #[serde(default = "ServerConfig::default_max_connections")]
+    pub max_connections: usize,
 }
 
 impl ServerConfig {
@@ -72,6 +75,9 @@ impl ServerConfig {
     fn default_sse_keepalive() -> HumanDuration {
         HumanDuration(Duration::from_secs(5))
     }
+    fn default_max_connections() -> usize {
+        10_000
+    }
 }
 
 impl fmt::Debug for ServerConfig {
@@ -82,6 +88,7 @@ impl fmt::Debug for ServerConfig {
             .field("max_body", &self.max_body)
             .field("sse_keepalive", &self.sse_keepalive)
             .field("log_format", &self.log_format)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -94,6 +101,7 @@ impl Default for ServerConfig {
             max_body: Self::default_max_body(),
             sse_keepalive: Self::default_sse_keepalive(),
             log_format: LogFormat::default(),
+            max_connections: Self::default_max_connections(),
         }
     }
 }

@@ -80,6 +80,12 @@ fn server(server: &mut ServerConfig, problems: &mut Vec<Problem>) {
             "server.max_body: must be above zero",
         ));
     }
+    if server.max_connections == 0 {
+        problems.push(Problem::new(
+            path.key("max_connections"),
+            "server.max_connections: must be above zero",
+        ));
+    }
     if server.sse_keepalive.0.is_zero() {
         problems.push(Problem::new(
             path.key("sse_keepalive"),

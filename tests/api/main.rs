@@ -6,6 +6,7 @@ mod bedrock;
 mod chat_completions;
 mod cli;
 mod config_check;
+mod connections;
 mod credits;
 mod dashboard;
 mod db;
