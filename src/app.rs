@@ -19,6 +19,7 @@ use crate::api::sse::SseSettings;
 use crate::chat::Chat;
 use crate::clock::WallClock;
 use crate::config::LoadedConfig;
+use crate::connection::ConnectionLimits;
 use crate::providers::Registry;
 use crate::routing::{Catalog, HealthTracker};
 use crate::state::AppState;
@@ -36,6 +37,7 @@ pub struct App {
     upkeep: Upkeep,
     max_body: usize,
     max_connections: usize,
+    limits: ConnectionLimits,
 }
 
 impl App {
@@ -110,7 +112,10 @@ impl App {
                     sse: SseSettings {
                         keepalive: config.server.sse_keepalive.0,
                     },
-                    body_limit: BodyLimit(max_body),
+                    body_limit: BodyLimit {
+                        max: max_body,
+                        read_timeout: config.server.body_read_timeout.0,
+                    },
                     admin,
                 })
             })
@@ -127,6 +132,11 @@ impl App {
             upkeep,
             max_body,
             max_connections: config.server.max_connections,
+            limits: ConnectionLimits {
+                header_read_timeout: config.server.header_read_timeout.0,
+                keepalive_timeout: config.server.keepalive_timeout.0,
+                inflight_per_thread: config.server.max_inflight.div_ceil(threads),
+            },
         })
     }
 
@@ -153,12 +163,14 @@ impl App {
             upkeep,
             max_body,
             max_connections,
+            limits,
         } = self;
         let routers = states
             .into_iter()
             .map(|state| routes(state, max_body))
             .collect();
-        let mut workers = Workers::spawn(routers).context("cannot start the serving threads")?;
+        let mut workers =
+            Workers::spawn(routers, limits).context("cannot start the serving threads")?;
         tracing::info!(%address, "switchyard listening");
         tokio::pin!(shutdown);
         // One permit per open connection, given back when the connection ends: at the cap the

@@ -66,6 +66,10 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, message)
     }
 
+    pub fn request_timeout(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::REQUEST_TIMEOUT, message)
+    }
+
     pub fn internal() -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
     }

@@ -23,6 +23,7 @@
 //! - [`app`], [`state`], [`shutdown`], [`telemetry`]: wiring, shared state, graceful stop, logs.
 //! - [`clock`]: the calendar time that limits, periods and expiry are judged by; tests pin it.
 //! - [`workers`]: thread-per-core serving, one single-threaded runtime per core.
+//! - [`connection`]: one client connection's head and keep-alive timeouts and in-flight share.
 //! - [`cli`]: the `switchyard` commands.
 //! - [`error`]: [`error::ApiError`], the one client-facing error, in OpenAI's error shape.
 
@@ -33,6 +34,7 @@ pub mod chat;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod connection;
 pub mod error;
 pub mod openai;
 pub mod providers;

@@ -15,6 +15,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::time::MissedTickBehavior;
 
+use crate::connection::{ConnectionLimits, Guarded, InFlight, Watch, WatchedIo};
+
 /// The serving threads, each fed connections through its own queue.
 pub struct Workers {
     inboxes: Vec<mpsc::UnboundedSender<Accepted>>,
@@ -40,8 +42,8 @@ impl Idle {
 }
 
 impl Workers {
-    /// Starts one thread with its own runtime per router.
-    pub fn spawn(routers: Vec<Router>) -> std::io::Result<Workers> {
+    /// Starts one thread with its own runtime per router, serving connections within `limits`.
+    pub fn spawn(routers: Vec<Router>, limits: ConnectionLimits) -> std::io::Result<Workers> {
         let mut workers = Workers {
             inboxes: Vec::new(),
             finished: Vec::new(),
@@ -60,7 +62,7 @@ impl Workers {
                 .spawn(move || {
                     runtime.block_on(async {
                         tokio::spawn(anchor_timers());
-                        serve(router, connections).await;
+                        serve(router, connections, limits).await;
                         let _ = done.send(());
                         // A release or a dropped sender: either way, time to end.
                         let _ = exited.await;
@@ -113,8 +115,13 @@ async fn anchor_timers() {
 }
 
 /// Serves connections until the acceptor stops, then lets in-flight requests finish.
-async fn serve(router: Router, mut connections: mpsc::UnboundedReceiver<Accepted>) {
+async fn serve(
+    router: Router,
+    mut connections: mpsc::UnboundedReceiver<Accepted>,
+    limits: ConnectionLimits,
+) {
     let graceful = GracefulShutdown::new();
+    let in_flight = InFlight::default();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // Answers and SSE events are small: one buffer and one `write` beat a `writev` queue.
     builder.http1().writev(false);
@@ -130,12 +137,25 @@ async fn serve(router: Router, mut connections: mpsc::UnboundedReceiver<Accepted
         if let Err(error) = stream.set_nodelay(true) {
             tracing::warn!(%error, "cannot set TCP_NODELAY");
         }
-        let service = TowerToHyperService::new(router.clone());
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let watch = Watch::new();
+        let service = Guarded::new(
+            TowerToHyperService::new(router.clone()),
+            watch.clone(),
+            in_flight.clone(),
+            limits,
+        );
+        let io = TokioIo::new(WatchedIo::new(stream, watch.clone()));
+        let connection = builder.serve_connection_with_upgrades(io, service);
         let connection = graceful.watch(connection.into_owned());
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "connection ended with an error");
+            tokio::select! {
+                ended = connection => if let Err(error) = ended {
+                    tracing::debug!(%error, "connection ended with an error");
+                },
+                // Dropping the connection closes it.
+                overstayed = watch.expired(limits) => {
+                    tracing::debug!(?overstayed, "closed a connection that outstayed its limit");
+                }
             }
             drop(slot);
         });

@@ -1,6 +1,8 @@
 //! [`ApiJson`]: a JSON body extractor whose rejection is an [`ApiError`] (400 for malformed JSON
 //! or wrong types, 413 over the body limit), unlike axum's plain-text rejections.
 
+use std::time::Duration;
+
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use http::StatusCode;
@@ -10,9 +12,14 @@ use crate::error::ApiError;
 
 pub struct ApiJson<T>(pub T);
 
-/// The configured body limit, so a 413 can say what it is.
+/// The configured body limits: the size, so a 413 can say what it is, and how long a body may
+/// take to arrive once its head has (a client trickling it in would otherwise hold its
+/// connection and its in-flight slot for as long as it liked).
 #[derive(Debug, Clone, Copy)]
-pub struct BodyLimit(pub usize);
+pub struct BodyLimit {
+    pub max: usize,
+    pub read_timeout: Duration,
+}
 
 impl<S, T> FromRequest<S> for ApiJson<T>
 where
@@ -24,11 +31,17 @@ where
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         let limit = <BodyLimit as axum::extract::FromRef<S>>::from_ref(state);
-        let bytes = Bytes::from_request(request, state)
+        let bytes = tokio::time::timeout(limit.read_timeout, Bytes::from_request(request, state))
             .await
+            .map_err(|_| {
+                ApiError::request_timeout(format!(
+                    "the request body did not arrive within {} ms (server.body_read_timeout)",
+                    limit.read_timeout.as_millis()
+                ))
+            })?
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::payload_too_large(limit.0)
+                    ApiError::payload_too_large(limit.max)
                 } else {
                     ApiError::bad_request(format!("cannot read the request body: {rejection}"))
                 }

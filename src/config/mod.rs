@@ -63,6 +63,19 @@ pub struct ServerConfig {
     /// Open client connections at most; past it, new ones wait in the kernel's accept backlog.
     #[serde(default = "ServerConfig::default_max_connections")]
     pub max_connections: usize,
+    /// A connection that has not sent a whole request head this long after it opened, or after
+    /// the first byte of its next request, is closed.
+    #[serde(default = "ServerConfig::default_header_read_timeout")]
+    pub header_read_timeout: HumanDuration,
+    /// How long a request body may take to arrive once its head has; past it, 408.
+    #[serde(default = "ServerConfig::default_body_read_timeout")]
+    pub body_read_timeout: HumanDuration,
+    /// A keep-alive connection idle this long between requests is closed.
+    #[serde(default = "ServerConfig::default_keepalive_timeout")]
+    pub keepalive_timeout: HumanDuration,
+    /// Requests being answered at once; past it, 503 with `Retry-After`.
+    #[serde(default = "ServerConfig::default_max_inflight")]
+    pub max_inflight: usize,
 }
 
 impl ServerConfig {
@@ -78,6 +91,19 @@ impl ServerConfig {
     fn default_max_connections() -> usize {
         10_000
     }
+    fn default_header_read_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(10))
+    }
+    /// 32 MiB (the default `max_body`) needs about 4.5 Mbit/s to make it.
+    fn default_body_read_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(60))
+    }
+    fn default_keepalive_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(75))
+    }
+    fn default_max_inflight() -> usize {
+        4_096
+    }
 }
 
 impl fmt::Debug for ServerConfig {
@@ -89,6 +115,10 @@ impl fmt::Debug for ServerConfig {
             .field("sse_keepalive", &self.sse_keepalive)
             .field("log_format", &self.log_format)
             .field("max_connections", &self.max_connections)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("body_read_timeout", &self.body_read_timeout)
+            .field("keepalive_timeout", &self.keepalive_timeout)
+            .field("max_inflight", &self.max_inflight)
             .finish()
     }
 }
@@ -102,6 +132,10 @@ impl Default for ServerConfig {
             sse_keepalive: Self::default_sse_keepalive(),
             log_format: LogFormat::default(),
             max_connections: Self::default_max_connections(),
+            header_read_timeout: Self::default_header_read_timeout(),
+            body_read_timeout: Self::default_body_read_timeout(),
+            keepalive_timeout: Self::default_keepalive_timeout(),
+            max_inflight: Self::default_max_inflight(),
         }
     }
 }

@@ -80,11 +80,22 @@ fn server(server: &mut ServerConfig, problems: &mut Vec<Problem>) {
             "server.max_body: must be above zero",
         ));
     }
-    if server.max_connections == 0 {
-        problems.push(Problem::new(
-            path.key("max_connections"),
-            "server.max_connections: must be above zero",
-        ));
+    for (key, zero) in [
+        ("max_connections", server.max_connections == 0),
+        ("max_inflight", server.max_inflight == 0),
+        (
+            "header_read_timeout",
+            server.header_read_timeout.0.is_zero(),
+        ),
+        ("body_read_timeout", server.body_read_timeout.0.is_zero()),
+        ("keepalive_timeout", server.keepalive_timeout.0.is_zero()),
+    ] {
+        if zero {
+            problems.push(Problem::new(
+                path.key(key),
+                format!("server.{key}: must be above zero"),
+            ));
+        }
     }
     if server.sse_keepalive.0.is_zero() {
         problems.push(Problem::new(
