@@ -268,3 +268,44 @@ async fn past_max_inflight_requests_are_503_with_retry_after_and_streams_count_w
     assert_eq!(after.status(), 200);
     app.stop().await;
 }
+
+/// The median of `count` sequential chat requests' latencies.
+async fn median_chat_latency(app: &TestApp, count: usize) -> Duration {
+    let body = json!({"model": "switchyard/echo", "messages": [{"role": "user", "content": "hi"}]});
+    let mut latencies = Vec::with_capacity(count);
+    for _ in 0..count {
+        let started = Instant::now();
+        assert_eq!(app.post_chat(&body).await.status(), 200);
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    latencies[count / 2]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_keep_their_latency_beside_2000_idle_and_500_slowloris_connections() {
+    let app = spawn("").await;
+    median_chat_latency(&app, 20).await;
+    let unloaded = median_chat_latency(&app, 100).await;
+
+    let mut idle = Vec::with_capacity(2_000);
+    for _ in 0..2_000 {
+        idle.push(connect(&app).await);
+    }
+    let mut slow = Vec::with_capacity(500);
+    for _ in 0..500 {
+        let mut stream = connect(&app).await;
+        stream
+            .write_all(b"POST /v1/chat/completions HTTP/1.1\r\nx-slow: ")
+            .await
+            .unwrap();
+        slow.push(stream);
+    }
+    let loaded = median_chat_latency(&app, 100).await;
+    assert!(
+        loaded <= unloaded + Duration::from_millis(5),
+        "median {loaded:?} beside 2,500 idle and slow connections, {unloaded:?} without"
+    );
+    drop((idle, slow));
+    app.stop().await;
+}
