@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 
 use crate::accounts::{Credits, Keys, RateLimiter, Upkeep};
 use crate::api::admin::AdminToken;
+use crate::api::catalog_access::CatalogAccess;
 use crate::api::endpoints::ModelEndpoints;
 use crate::api::json::BodyLimit;
 use crate::api::models::ModelList;
@@ -117,6 +118,9 @@ impl App {
                         read_timeout: config.server.body_read_timeout.0,
                     },
                     admin,
+                    catalog_access: CatalogAccess {
+                        public: config.server.public_catalog,
+                    },
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;

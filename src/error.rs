@@ -66,6 +66,10 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, message)
     }
 
+    pub fn method_not_allowed(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, message)
+    }
+
     pub fn request_timeout(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(StatusCode::REQUEST_TIMEOUT, message)
     }
@@ -96,7 +100,7 @@ impl ApiError {
     /// OpenAI's `type` strings, which SDKs and log tools key on.
     fn kind(&self) -> &'static str {
         match self.status.as_u16() {
-            400 | 404 | 413 => "invalid_request_error",
+            400 | 404 | 405 | 413 => "invalid_request_error",
             401 => "authentication_error",
             402 => "insufficient_credits",
             403 => "permission_error",

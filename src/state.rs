@@ -7,6 +7,7 @@ use axum::extract::FromRef;
 
 use crate::accounts::{Keys, RateLimiter};
 use crate::api::admin::AdminToken;
+use crate::api::catalog_access::CatalogAccess;
 use crate::api::endpoints::ModelEndpoints;
 use crate::api::json::BodyLimit;
 use crate::api::models::ModelList;
@@ -27,6 +28,7 @@ pub struct AppState {
     pub sse: SseSettings,
     pub body_limit: BodyLimit,
     pub admin: AdminToken,
+    pub catalog_access: CatalogAccess,
 }
 
 /// One serving thread's [`AppState`] behind a reference count of that thread's own. axum clones
@@ -66,4 +68,5 @@ sub_states!(
     sse: SseSettings,
     body_limit: BodyLimit,
     admin: AdminToken,
+    catalog_access: CatalogAccess,
 );

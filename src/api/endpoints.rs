@@ -5,9 +5,11 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde_json::{Value, json};
 
+use super::catalog_access::CatalogReader;
+use super::extract::ApiPath;
 use super::models::{CATALOG_CREATED, pricing, supported_parameters};
 use crate::error::ApiError;
 use crate::routing::{BreakerState, Catalog, EndpointReport, HealthTracker, Percentiles};
@@ -20,8 +22,9 @@ pub struct ModelEndpoints {
 }
 
 pub async fn list(
+    _: CatalogReader,
     State(directory): State<ModelEndpoints>,
-    Path((author, slug)): Path<(String, String)>,
+    ApiPath((author, slug)): ApiPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let id = format!("{author}/{slug}");
     let model = directory.catalog.model(&id).ok_or_else(|| {

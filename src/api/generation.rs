@@ -1,11 +1,12 @@
 //! `GET /v1/generation?id=gen-…`: one of the caller's own requests, as OpenRouter shapes it.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::header;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::extract::ApiQuery;
 use crate::accounts::AuthedKey;
 use crate::error::ApiError;
 use crate::openai::MicroUsd;
@@ -21,7 +22,7 @@ pub async fn show(
     State(store): State<Store>,
     State(generations): State<GenerationSink>,
     key: AuthedKey,
-    Query(query): Query<GenerationQuery>,
+    ApiQuery(query): ApiQuery<GenerationQuery>,
 ) -> Result<Response, ApiError> {
     let id = query
         .id

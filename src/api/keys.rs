@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -13,6 +12,7 @@ use serde_json::value::RawValue;
 
 use super::admin::Admin;
 use super::envelope::Data;
+use super::extract::{ApiPath, ApiQuery};
 use super::json::ApiJson;
 use crate::accounts::{
     KeyChange, KeyError, KeyStatement, Keys, parse_expiry, parse_limit, parse_limit_reset,
@@ -99,9 +99,8 @@ pub async fn create(
 pub async fn list(
     _: Admin,
     State(keys): State<Arc<Keys>>,
-    query: Result<Query<ListQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let page = KeyPage {
         include_disabled: query.include_disabled,
         offset: i64::from(query.offset),
@@ -114,7 +113,7 @@ pub async fn list(
 pub async fn show(
     _: Admin,
     State(keys): State<Arc<Keys>>,
-    Path(hash): Path<String>,
+    ApiPath(hash): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let statement = keys
         .statement(&hash)
@@ -126,7 +125,7 @@ pub async fn show(
 pub async fn update(
     _: Admin,
     State(keys): State<Arc<Keys>>,
-    Path(hash): Path<String>,
+    ApiPath(hash): ApiPath<String>,
     ApiJson(patch): ApiJson<KeyPatch>,
 ) -> Result<Response, ApiError> {
     let change = KeyChange {
@@ -148,7 +147,7 @@ pub async fn update(
 pub async fn delete(
     _: Admin,
     State(keys): State<Arc<Keys>>,
-    Path(hash): Path<String>,
+    ApiPath(hash): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     keys.delete(&hash).await?;
     Ok(Json(Deleted { deleted: true }).into_response())

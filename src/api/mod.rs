@@ -3,10 +3,12 @@
 
 pub mod admin;
 pub mod auth;
+pub mod catalog_access;
 mod chat_completions;
 mod credits;
 pub mod endpoints;
 mod envelope;
+mod extract;
 mod generation;
 mod health;
 pub mod json;
@@ -52,9 +54,17 @@ pub fn routes(state: AppState, max_body: usize) -> Router {
     router
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(unknown_path)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(RouterState::new(state))
+}
+
+/// axum still adds the `Allow` header listing the path's methods.
+async fn method_not_allowed(method: http::Method) -> ApiError {
+    ApiError::method_not_allowed(format!(
+        "{method} is not allowed on this path; the Allow header lists the methods that are"
+    ))
 }
 
 async fn unknown_path() -> ApiError {

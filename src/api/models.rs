@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::header;
 use serde_json::{Value, json};
 
+use super::catalog_access::CatalogReader;
 use crate::routing::{Catalog, Endpoint, Model};
 use crate::usage::Pricing;
 
@@ -83,6 +84,6 @@ pub(super) fn supported_parameters(endpoints: &[Endpoint]) -> Vec<&str> {
     supported
 }
 
-pub async fn list(State(models): State<ModelList>) -> impl IntoResponse {
+pub async fn list(_: CatalogReader, State(models): State<ModelList>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], models.0)
 }

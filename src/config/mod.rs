@@ -76,6 +76,9 @@ pub struct ServerConfig {
     /// Requests being answered at once; past it, 503 with `Retry-After`.
     #[serde(default = "ServerConfig::default_max_inflight")]
     pub max_inflight: usize,
+    /// Whether `/models` and a model's `/endpoints` are served without a key.
+    #[serde(default = "ServerConfig::default_public_catalog")]
+    pub public_catalog: bool,
 }
 
 impl ServerConfig {
@@ -104,6 +107,9 @@ impl ServerConfig {
     fn default_max_inflight() -> usize {
         4_096
     }
+    fn default_public_catalog() -> bool {
+        true
+    }
 }
 
 impl fmt::Debug for ServerConfig {
@@ -119,6 +125,7 @@ impl fmt::Debug for ServerConfig {
             .field("body_read_timeout", &self.body_read_timeout)
             .field("keepalive_timeout", &self.keepalive_timeout)
             .field("max_inflight", &self.max_inflight)
+            .field("public_catalog", &self.public_catalog)
             .finish()
     }
 }
@@ -136,6 +143,7 @@ impl Default for ServerConfig {
             body_read_timeout: Self::default_body_read_timeout(),
             keepalive_timeout: Self::default_keepalive_timeout(),
             max_inflight: Self::default_max_inflight(),
+            public_catalog: Self::default_public_catalog(),
         }
     }
 }

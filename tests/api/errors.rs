@@ -21,6 +21,8 @@ on_both_backends!(
     an_upstream_that_never_answers_times_out_with_408,
     a_refused_connection_is_a_502,
     an_unknown_path_is_a_404_in_the_error_shape,
+    a_wrong_method_is_a_405_in_the_error_shape_with_allow,
+    bad_query_strings_are_a_400_in_the_error_shape,
 );
 
 async fn post_raw(app: &TestApp, body: &'static str) -> reqwest::Response {
@@ -251,4 +253,56 @@ id = "gone/model"
 async fn an_unknown_path_is_a_404_in_the_error_shape(backend: Backend) {
     let app = spawn_app(backend).await;
     expect_error(app.get("/v1/nothing-here").await, 404).await;
+}
+
+async fn a_wrong_method_is_a_405_in_the_error_shape_with_allow(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let response = app.get("/v1/chat/completions").await;
+    assert_eq!(response.headers()["allow"], "POST");
+    let error = expect_error(response, 405).await;
+    assert_eq!(error["type"], "invalid_request_error");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("GET is not allowed")
+    );
+    let delete = app
+        .client
+        .delete(format!("{}/v1/models", app.base))
+        .send()
+        .await
+        .unwrap();
+    expect_error(delete, 405).await;
+}
+
+async fn bad_query_strings_are_a_400_in_the_error_shape(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        Extra {
+            server: r#"admin_token = "admin-secret-for-tests-0123456789abcdef""#,
+            ..Extra::default()
+        },
+    )
+    .await;
+    let listed = app
+        .client
+        .get(format!("{}/v1/keys?offset=minus-one", app.base))
+        .bearer_auth("admin-secret-for-tests-0123456789abcdef")
+        .send()
+        .await
+        .unwrap();
+    let error = expect_error(listed, 400).await;
+    assert!(
+        error["message"].as_str().unwrap().contains("offset"),
+        "{error}"
+    );
+    let generation = app
+        .client
+        .get(format!("{}/v1/generation?id=a&id=b&id", app.base))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap();
+    expect_error(generation, 400).await;
 }

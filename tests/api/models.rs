@@ -1,13 +1,40 @@
 //! `GET /v1/models` and the health endpoints.
 
 use crate::db::Backend;
-use crate::helpers::spawn_app;
+use crate::helpers::{Extra, TestApp, spawn_app, spawn_app_with};
 use crate::on_both_backends;
 
 on_both_backends!(
     models_list_openai_and_openrouter_fields,
-    health_endpoints_answer
+    health_endpoints_answer,
+    a_private_catalog_needs_a_key,
 );
+
+async fn a_private_catalog_needs_a_key(backend: Backend) {
+    let anonymous =
+        |app: &TestApp, path: &str| app.client.get(format!("{}{path}", app.base)).send();
+    let public = spawn_app(backend).await;
+    let paths = ["/v1/models", "/api/v1/models/switchyard/echo/endpoints"];
+    for path in paths {
+        let response = anonymous(&public, path).await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+    }
+    let private = spawn_app_with(
+        backend,
+        Extra {
+            server: "public_catalog = false",
+            ..Extra::default()
+        },
+    )
+    .await;
+    for path in paths {
+        let refused = anonymous(&private, path).await.unwrap();
+        assert_eq!(refused.status(), 401, "{path}");
+        let error: serde_json::Value = refused.json().await.unwrap();
+        assert_eq!(error["error"]["code"], 401);
+        assert_eq!(private.get(path).await.status(), 200, "{path} with a key");
+    }
+}
 
 async fn models_list_openai_and_openrouter_fields(backend: Backend) {
     let app = spawn_app(backend).await;
