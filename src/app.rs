@@ -39,6 +39,7 @@ pub struct App {
     max_body: usize,
     max_connections: usize,
     limits: ConnectionLimits,
+    cors_origins: Vec<String>,
 }
 
 impl App {
@@ -136,6 +137,7 @@ impl App {
             upkeep,
             max_body,
             max_connections: config.server.max_connections,
+            cors_origins: config.server.cors_origins.clone(),
             limits: ConnectionLimits {
                 header_read_timeout: config.server.header_read_timeout.0,
                 keepalive_timeout: config.server.keepalive_timeout.0,
@@ -168,10 +170,11 @@ impl App {
             max_body,
             max_connections,
             limits,
+            cors_origins,
         } = self;
         let routers = states
             .into_iter()
-            .map(|state| routes(state, max_body))
+            .map(|state| routes(state, max_body, &cors_origins))
             .collect();
         let mut workers =
             Workers::spawn(routers, limits).context("cannot start the serving threads")?;

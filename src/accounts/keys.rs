@@ -346,10 +346,10 @@ impl Keys {
         }
         let digest = digest(presented);
         let now = (self.inner.cache_clock)();
-        if let Some(cached) = self.inner.cache.get(&digest) {
-            if now.saturating_duration_since(cached.checked_at) < CACHE_TTL {
-                return cached.verdict.judge(&self.inner.clock);
-            }
+        if let Some(cached) = self.inner.cache.get(&digest)
+            && now.saturating_duration_since(cached.checked_at) < CACHE_TTL
+        {
+            return cached.verdict.judge(&self.inner.clock);
         }
         // The map guard is released above: nothing may hold a shard lock across this await.
         let row = self.inner.store.key_by_hash(&hex::encode(digest)).await?;

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod auth;
 pub mod catalog_access;
 mod chat_completions;
+mod cors;
 mod credits;
 pub mod endpoints;
 mod envelope;
@@ -24,7 +25,7 @@ use axum::routing::{get, post};
 use crate::error::ApiError;
 use crate::state::{AppState, RouterState};
 
-pub fn routes(state: AppState, max_body: usize) -> Router {
+pub fn routes(state: AppState, max_body: usize, cors_origins: &[String]) -> Router {
     let mut router = Router::new();
     // Each path is registered under both prefixes at the top level rather than with `nest`,
     // whose extra routing layer every request would pay for.
@@ -51,13 +52,17 @@ pub fn routes(state: AppState, max_body: usize) -> Router {
                 get(keys::show).patch(keys::update).delete(keys::delete),
             );
     }
-    router
+    let router = router
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(unknown_path)
         .layer(DefaultBodyLimit::max(max_body))
-        .with_state(RouterState::new(state))
+        .with_state(RouterState::new(state));
+    match cors::layer(cors_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
 }
 
 /// axum still adds the `Allow` header listing the path's methods.

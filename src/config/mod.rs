@@ -79,6 +79,9 @@ pub struct ServerConfig {
     /// Whether `/models` and a model's `/endpoints` are served without a key.
     #[serde(default = "ServerConfig::default_public_catalog")]
     pub public_catalog: bool,
+    /// Origins a browser page may call the API from (`"*"` for any); empty turns CORS off.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
 }
 
 impl ServerConfig {
@@ -126,6 +129,7 @@ impl fmt::Debug for ServerConfig {
             .field("keepalive_timeout", &self.keepalive_timeout)
             .field("max_inflight", &self.max_inflight)
             .field("public_catalog", &self.public_catalog)
+            .field("cors_origins", &self.cors_origins)
             .finish()
     }
 }
@@ -144,6 +148,7 @@ impl Default for ServerConfig {
             keepalive_timeout: Self::default_keepalive_timeout(),
             max_inflight: Self::default_max_inflight(),
             public_catalog: Self::default_public_catalog(),
+            cors_origins: Vec::new(),
         }
     }
 }

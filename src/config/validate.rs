@@ -19,6 +19,20 @@ pub(super) const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 /// the Azure OpenAI data-plane inference API for deployment URLs.
 pub(crate) const AZURE_API_VERSION: &str = "2024-10-21";
 
+/// `"*"`, or `scheme://host[:port]` with nothing after it: what a browser sends as `Origin`.
+fn is_cors_origin(origin: &str) -> bool {
+    if origin == "*" {
+        return true;
+    }
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    matches!(scheme, "http" | "https")
+        && !authority.is_empty()
+        && !authority.contains(['/', '?', '#', ' ', '*'])
+        && http::HeaderValue::from_str(origin).is_ok()
+}
+
 /// One thing wrong with the config: the key it is about and a message that names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Problem {
@@ -94,6 +108,17 @@ fn server(server: &mut ServerConfig, problems: &mut Vec<Problem>) {
             problems.push(Problem::new(
                 path.key(key),
                 format!("server.{key}: must be above zero"),
+            ));
+        }
+    }
+    for origin in &server.cors_origins {
+        if !is_cors_origin(origin) {
+            problems.push(Problem::new(
+                path.key("cors_origins"),
+                format!(
+                    "server.cors_origins: {origin:?} is not an origin (\"*\" or a scheme and \
+                     host such as \"https://app.example.com\", without a path)"
+                ),
             ));
         }
     }
@@ -512,27 +537,26 @@ pub(super) fn models(
             } else {
                 seen_providers.insert(&endpoint.provider, number);
             }
-            if let Some(providers) = providers {
-                if !providers
+            if let Some(providers) = providers
+                && !providers
                     .iter()
                     .any(|provider| provider.id == endpoint.provider)
-                {
-                    let configured: Vec<&str> = providers
-                        .iter()
-                        .map(|provider| provider.id.as_str())
-                        .collect();
-                    endpoint_problem(
-                        "provider",
-                        format!(
-                            "provider is not configured (configured: {})",
-                            if configured.is_empty() {
-                                "none".into()
-                            } else {
-                                configured.join(", ")
-                            }
-                        ),
-                    );
-                }
+            {
+                let configured: Vec<&str> = providers
+                    .iter()
+                    .map(|provider| provider.id.as_str())
+                    .collect();
+                endpoint_problem(
+                    "provider",
+                    format!(
+                        "provider is not configured (configured: {})",
+                        if configured.is_empty() {
+                            "none".into()
+                        } else {
+                            configured.join(", ")
+                        }
+                    ),
+                );
             }
             if endpoint.upstream.trim().is_empty() {
                 endpoint_problem(

@@ -207,12 +207,12 @@ fn converse_body(request: &ChatRequest) -> Result<Value, ProviderError> {
     if let Some(config) = tool_config(request, turns_use_tools(request))? {
         body.insert("toolConfig".into(), config);
     }
-    if let Some(format) = &request.response_format {
-        if format.get("type").and_then(Value::as_str) != Some("text") {
-            return Err(invalid(
-                "response_format is not supported by Bedrock's Converse API",
-            ));
-        }
+    if let Some(format) = &request.response_format
+        && format.get("type").and_then(Value::as_str) != Some("text")
+    {
+        return Err(invalid(
+            "response_format is not supported by Bedrock's Converse API",
+        ));
     }
     Ok(Value::Object(body))
 }

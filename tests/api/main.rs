@@ -7,6 +7,7 @@ mod chat_completions;
 mod cli;
 mod config_check;
 mod connections;
+mod cors;
 mod credits;
 mod dashboard;
 mod db;
