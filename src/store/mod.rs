@@ -47,6 +47,48 @@ pub enum StoreError {
     UnsupportedUrl(String),
 }
 
+const SQLITE_BUSY: i32 = 5;
+const SQLITE_LOCKED: i32 = 6;
+
+impl StoreError {
+    /// Whether trying again later may succeed: the database is busy, locked, restarting,
+    /// unreachable or timed out, as opposed to refusing the statement itself.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) => matches!(
+                failure.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ),
+            StoreError::Database(sqlx::Error::Database(error)) => {
+                let code = error.code().unwrap_or_default();
+                if error
+                    .try_downcast_ref::<sqlx::sqlite::SqliteError>()
+                    .is_some()
+                {
+                    // SQLite's (extended) result codes: the primary code is the low byte.
+                    let primary = code.parse::<i32>().unwrap_or_default() & 0xff;
+                    primary == SQLITE_BUSY || primary == SQLITE_LOCKED
+                } else {
+                    // Postgres SQLSTATE classes: 08 connection, 40 serialization or deadlock,
+                    // 53 resources, 57 shutdown or statement timeout.
+                    ["08", "40", "53", "57"]
+                        .iter()
+                        .any(|class| code.starts_with(class))
+                }
+            }
+            StoreError::Database(
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::Tls(_),
+            )
+            | StoreError::WriteFailed
+            | StoreError::Redis(_) => true,
+            _ => false,
+        }
+    }
+}
+
 /// A connection pool to the configured database. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -119,7 +161,7 @@ impl Store {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));
         }
-        let options = PgConnectOptions::from_str(url)?;
+        let options = postgres_options(url)?;
         let pool = PgPoolOptions::new()
             .max_connections(POSTGRES_MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -138,7 +180,17 @@ impl Store {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match &self.pool {
             Pool::Sqlite { pool, .. } => sqlx::migrate!("migrations/sqlite").run(pool).await?,
-            Pool::Postgres { pool, .. } => sqlx::migrate!("migrations/postgres").run(pool).await?,
+            Pool::Postgres { pool, .. } => {
+                // Without the statement timeout, which a schema change on a large table may
+                // outlast; the connection is closed afterwards rather than pooled without it.
+                let mut connection = pool.acquire().await?.detach();
+                sqlx::query("SET statement_timeout = 0")
+                    .execute(&mut connection)
+                    .await?;
+                sqlx::migrate!("migrations/postgres")
+                    .run(&mut connection)
+                    .await?;
+            }
         }
         Ok(())
     }
@@ -191,6 +243,16 @@ async fn connect_sqlite(url: &str) -> Result<Pool, StoreError> {
     })
 }
 
+/// Every Postgres session bounds its statements, so a lock or a stalled server cannot hold a
+/// connection, and the requests or usage batches waiting on it, for good.
+fn postgres_options(url: &str) -> Result<PgConnectOptions, StoreError> {
+    Ok(PgConnectOptions::from_str(url)?
+        .options([("statement_timeout", POSTGRES_STATEMENT_TIMEOUT)]))
+}
+
+/// Longer than any statement the gateway makes should take, even a large settlement batch.
+const POSTGRES_STATEMENT_TIMEOUT: &str = "30s";
+
 /// Postgres keeps microseconds; truncating before writing makes SQLite store the very same instant.
 fn at_microseconds(at: DateTime<Utc>) -> DateTime<Utc> {
     at.trunc_subsecs(6)
@@ -204,6 +266,34 @@ fn is_sqlite_memory(url: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn busy_locked_and_unreachable_databases_are_worth_retrying_refusals_are_not() {
+        let sqlite = |code| {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(code),
+                None,
+            ))
+        };
+        assert!(sqlite(5).is_transient(), "busy");
+        assert!(sqlite(6).is_transient(), "locked");
+        assert!(
+            !sqlite(1).is_transient(),
+            "a plain error, such as a missing table"
+        );
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(StoreError::Database(sqlx::Error::Io(io)).is_transient());
+        assert!(StoreError::Database(sqlx::Error::PoolTimedOut).is_transient());
+        assert!(!StoreError::Database(sqlx::Error::RowNotFound).is_transient());
+    }
+
+    #[test]
+    fn postgres_sessions_bound_their_statements_and_keep_the_urls_own_options() {
+        let options = postgres_options("postgres://u@h/db?options=-c%20search_path%3Dx").unwrap();
+        let sent = options.get_options().unwrap();
+        assert!(sent.contains("statement_timeout=30s"), "{sent}");
+        assert!(sent.contains("search_path"), "{sent}");
+    }
 
     #[test]
     fn both_spellings_of_an_in_memory_sqlite_url_are_recognised() {

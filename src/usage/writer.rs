@@ -2,7 +2,7 @@
 //! in batches behind them. It must never block a caller, and never lose a row without logging it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
@@ -16,10 +16,20 @@ use crate::store::{GenerationRow, Store};
 /// Rows held in memory before producers spill into parked tasks: a few seconds of peak traffic,
 /// enough to ride out a slow commit without any request noticing.
 const QUEUE_CAPACITY: usize = 8192;
-/// A batch that still fails after this many tries (about three seconds of backoff) is logged as
-/// lost rather than retried forever, which would stall every batch behind it.
-const WRITE_ATTEMPTS: u32 = 5;
+/// Rows waiting in parked tasks, at most: with the queue, about a minute of 1,000 requests a
+/// second while the database does not answer, in about 120 MiB. Past it rows are shed, counted
+/// and logged, and readiness fails, so memory stays bounded however long the outage.
+const MAX_PARKED: usize = 65_536;
+/// A batch the database cannot take for now (busy, locked, unreachable) is retried, with a
+/// growing pause, for this long before it is logged as lost: long enough to outlast a lock or a
+/// failover, short enough that a stuck database does not hold up shutdown for good.
+const RETRY_BUDGET: Duration = Duration::from_secs(300);
+/// A batch the database refuses outright (a missing table, a constraint) is tried this often.
+const REFUSED_ATTEMPTS: u32 = 3;
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+/// Shed rows are logged on the first and then every this many.
+const SHED_LOG_EVERY: u64 = 1_000;
 
 /// Starts the writer task. Rows recorded through the sink are inserted in batches of up to
 /// `batch_size`, or `flush_interval` after the first row of a batch arrived, whichever is first.
@@ -87,11 +97,12 @@ enum Message {
 }
 
 /// Counts rows waiting outside the queue because it was full, so that a flush or a shutdown can
-/// wait for them to get in first.
+/// wait for them to get in first, and the rows shed past [`MAX_PARKED`].
 #[derive(Default)]
 struct Parked {
     count: AtomicUsize,
     emptied: Notify,
+    shed: AtomicU64,
 }
 
 impl std::fmt::Debug for GenerationSink {
@@ -121,7 +132,10 @@ impl GenerationSink {
             Ok(()) if self.queued() >= self.batch_size => self.urgent.notify_one(),
             Ok(()) => {}
             Err(TrySendError::Full(message)) => {
-                self.parked.enter();
+                if !self.parked.enter() {
+                    self.parked.shed(message);
+                    return;
+                }
                 let queue = self.queue.clone();
                 let parked = Arc::clone(&self.parked);
                 self.runtime.spawn(async move {
@@ -152,6 +166,26 @@ impl GenerationSink {
     fn queued(&self) -> usize {
         self.queue.max_capacity() - self.queue.capacity()
     }
+
+    /// How full the queue is, for readiness.
+    pub fn backlog(&self) -> Backlog {
+        let parked = self.parked.count.load(Ordering::Relaxed);
+        Backlog {
+            queued: self.queued() + parked,
+            shed: self.parked.shed.load(Ordering::Relaxed),
+            shedding: parked >= MAX_PARKED,
+        }
+    }
+}
+
+/// The rows waiting to be written and those given up since the start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Backlog {
+    pub queued: usize,
+    /// Rows dropped because the queue was full.
+    pub shed: u64,
+    /// Whether rows are being dropped now.
+    pub shedding: bool,
 }
 
 impl WriterHandle {
@@ -169,8 +203,27 @@ impl WriterHandle {
 }
 
 impl Parked {
-    fn enter(&self) {
-        self.count.fetch_add(1, Ordering::AcqRel);
+    /// Takes a place for one more parked row; `false` when all [`MAX_PARKED`] are taken.
+    fn enter(&self) -> bool {
+        self.count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |count| {
+                (count < MAX_PARKED).then_some(count + 1)
+            })
+            .is_ok()
+    }
+
+    fn shed(&self, message: Message) {
+        let shed = self.shed.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Message::Row(row) = message
+            && (shed == 1 || shed.is_multiple_of(SHED_LOG_EVERY))
+        {
+            tracing::error!(
+                shed,
+                id = %row.id,
+                "the usage queue is full (the database is not keeping up); generations are \
+                 being dropped, this one among them"
+            );
+        }
     }
 
     fn leave(&self) {
@@ -307,16 +360,19 @@ impl Writer {
 /// Inserts with retries: the insert is one transaction that skips existing ids, so a retry after
 /// an ambiguous failure cannot write a row twice.
 async fn persist(store: &Store, rows: Arc<[GenerationRow]>) {
+    let started = Instant::now();
     let mut delay = FIRST_RETRY_DELAY;
-    for attempt in 1..=WRITE_ATTEMPTS {
+    for attempt in 1.. {
         let Err(error) = store.settle_generations(Arc::clone(&rows)).await else {
             return;
         };
-        if attempt == WRITE_ATTEMPTS {
+        if started.elapsed() >= RETRY_BUDGET
+            || (!error.is_transient() && attempt >= REFUSED_ATTEMPTS)
+        {
             let ids: Vec<&str> = rows.iter().map(|row| row.id.as_str()).collect();
             tracing::error!(
                 %error,
-                attempts = WRITE_ATTEMPTS,
+                attempts = attempt,
                 lost = rows.len(),
                 ids = %ids.join(","),
                 "could not write generations; giving up on this batch"
@@ -325,7 +381,7 @@ async fn persist(store: &Store, rows: Arc<[GenerationRow]>) {
         }
         tracing::error!(%error, attempt, rows = rows.len(), "could not write generations; retrying");
         tokio::time::sleep(delay).await;
-        delay *= 2;
+        delay = (delay * 2).min(MAX_RETRY_DELAY);
     }
 }
 
@@ -336,6 +392,27 @@ fn lost(message: Message) {
             key_hash = %row.key_hash,
             cost_micro_usd = row.cost,
             "the generation writer has stopped; this generation was not recorded"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn past_max_parked_rows_are_shed_and_counted() {
+        let parked = Parked::default();
+        for _ in 0..MAX_PARKED {
+            assert!(parked.enter());
+        }
+        assert!(!parked.enter(), "no room past the bound");
+        parked.shed(Message::Flush(oneshot::channel().0));
+        assert_eq!(parked.shed.load(Ordering::Relaxed), 1);
+        parked.leave();
+        assert!(
+            parked.enter(),
+            "a place comes back when a parked row gets in"
         );
     }
 }

@@ -25,3 +25,4 @@ mod scripted_upstream;
 mod store;
 mod streaming;
 mod upstream;
+mod usage_outage;

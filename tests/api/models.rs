@@ -67,4 +67,6 @@ async fn health_endpoints_answer(backend: Backend) {
     assert_eq!(app.get("/health/live").await.status(), 200);
     let ready: serde_json::Value = app.get("/health/ready").await.json().await.unwrap();
     assert_eq!(ready["status"], "ok");
+    assert_eq!(ready["usage_queue"]["shedding"], false);
+    assert_eq!(ready["usage_queue"]["shed"], 0);
 }
