@@ -258,6 +258,20 @@ async fn set_disabled(keys: &Keys, hash: &str, disabled: bool) -> anyhow::Result
 }
 
 /// The `keys list` line: hash, name, display prefix, enabled or disabled, limit; tab-separated.
+/// A name as one safe field of a line: control characters, which names made before they were
+/// refused may hold, are shown escaped rather than written to the terminal.
+fn printable(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 fn print_key(key: &KeyStatement) {
     let limit = key
         .limit
@@ -265,7 +279,7 @@ fn print_key(key: &KeyStatement) {
     println!(
         "{}\t{}\t{}\t{}\t{}",
         key.hash,
-        key.name,
+        printable(&key.name),
         key.label,
         if key.disabled { "disabled" } else { "enabled" },
         limit

@@ -84,6 +84,10 @@ pub enum AuthError {
 pub enum KeyError {
     #[error("`name` must not be empty")]
     EmptyName,
+    #[error("`name` must be at most {MAX_NAME_CHARS} characters")]
+    NameTooLong,
+    #[error("`name` must not contain control characters (newlines, tabs, escapes)")]
+    NameWithControlCharacters,
     #[error(
         "`limit` must be a non-negative amount of USD with at most six decimals, e.g. 25 or 0.5"
     )]
@@ -383,10 +387,22 @@ impl Keys {
 }
 
 /// Names are trimmed; an empty one would leave the key nameless in every listing.
+/// The longest key name: enough for a team and a purpose, short enough for a listing's line.
+pub const MAX_NAME_CHARS: usize = 128;
+
 fn valid_name(name: &str) -> Result<String, KeyError> {
     let name = name.trim();
     if name.is_empty() {
         return Err(KeyError::EmptyName);
+    }
+    // Counting stops past the limit, so a huge name costs no more than a long one.
+    if name.chars().nth(MAX_NAME_CHARS).is_some() {
+        return Err(KeyError::NameTooLong);
+    }
+    // Names are printed by `keys list` and shown in logs and pages, where these would forge
+    // lines or move the cursor.
+    if name.chars().any(char::is_control) {
+        return Err(KeyError::NameWithControlCharacters);
     }
     Ok(name.to_owned())
 }
@@ -453,9 +469,23 @@ mod tests {
     }
 
     #[test]
-    fn names_are_trimmed_and_never_empty() {
+    fn names_are_trimmed_never_empty_bounded_and_free_of_control_characters() {
         assert_eq!(valid_name("  ci ").unwrap(), "ci");
         assert!(matches!(valid_name(" \t"), Err(KeyError::EmptyName)));
+        let longest = "é".repeat(MAX_NAME_CHARS);
+        assert_eq!(valid_name(&longest).unwrap(), longest);
+        let too_long = "x".repeat(MAX_NAME_CHARS + 1);
+        assert!(matches!(valid_name(&too_long), Err(KeyError::NameTooLong)));
+        assert!(matches!(
+            valid_name(&"x".repeat(1 << 20)),
+            Err(KeyError::NameTooLong)
+        ));
+        for forged in ["a\nb", "a\rb", "a\u{1b}[2Jb", "a\tb", "a\u{7f}b"] {
+            assert!(
+                matches!(valid_name(forged), Err(KeyError::NameWithControlCharacters)),
+                "{forged:?}"
+            );
+        }
     }
 
     #[test]

@@ -178,6 +178,8 @@ impl From<KeyError> for ApiError {
             KeyError::Store(error) => error.into(),
             KeyError::NotFound(_) => ApiError::not_found(error.to_string()),
             KeyError::EmptyName
+            | KeyError::NameTooLong
+            | KeyError::NameWithControlCharacters
             | KeyError::InvalidLimit
             | KeyError::InvalidLimitReset
             | KeyError::InvalidExpiry => ApiError::bad_request(error.to_string()),

@@ -193,6 +193,28 @@ fn the_command_line_refuses_a_bad_limit_reset_or_expiry_and_an_empty_name() {
     ] {
         failing(dir.path(), args);
     }
+    let long = "n".repeat(129);
+    let error = failing(dir.path(), &["keys", "create", "--name", &long]);
+    assert!(error.contains("at most 128 characters"), "{error}");
+    let error = failing(dir.path(), &["keys", "create", "--name", "a\nforged line"]);
+    assert!(error.contains("control characters"), "{error}");
+}
+
+#[tokio::test]
+async fn keys_list_prints_a_stored_name_s_control_characters_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    switchyard(dir.path(), &["keys", "create", "--name", "plain"]);
+    // A name from before control characters were refused, written straight into the table.
+    let url = format!("sqlite://{}", dir.path().join("switchyard.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query("UPDATE api_keys SET name = 'a' || char(10) || 'b' || char(27) || '[2J'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let listed = stdout(&switchyard(dir.path(), &["keys", "list"]));
+    assert_eq!(listed.lines().count(), 1, "{listed:?}");
+    assert!(listed.contains("\ta\\nb\\u{1b}[2J\t"), "{listed:?}");
 }
 
 /// Runs a command that must fail; returns its standard error.
