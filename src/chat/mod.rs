@@ -17,7 +17,7 @@ use crate::clock::WallClock;
 use crate::error::ApiError;
 use crate::openai::ChatRequest;
 use crate::providers::{Registry, UpstreamError};
-use crate::routing::{Catalog, HealthTracker, Measurement, RoutePlan, plan};
+use crate::routing::{Catalog, HealthTracker, Measurement, RoutePlan, UNBOUNDED_OUTPUT_CAP, plan};
 use crate::usage::record::{AppInfo, Outcome, Recorder};
 use crate::usage::writer::GenerationSink;
 
@@ -74,9 +74,16 @@ impl Chat {
         &self,
         key: &AuthedKey,
         recorder: &mut Recorder,
-        request: &ChatRequest,
+        request: &mut ChatRequest,
     ) -> Result<RoutePlan, ApiError> {
         let plan = plan(&self.catalog, request, &*self.health, &mut rand::rng())?;
+        // A hold must cover the answer: when nothing bounds it, the gateway does.
+        if key.limit.is_some()
+            && request.max_output_tokens().is_none()
+            && plan.output_unbounded(request)
+        {
+            request.max_tokens = Some(UNBOUNDED_OUTPUT_CAP);
+        }
         let held = self
             .credits
             .hold(key, recorder.id(), plan.worst_case_cost(request))
@@ -88,10 +95,16 @@ impl Chat {
     }
 
     /// A non-streaming completion: the response body, ready to send.
-    pub async fn complete(&self, caller: Caller, request: ChatRequest) -> Result<Bytes, ApiError> {
+    pub async fn complete(
+        &self,
+        caller: Caller,
+        mut request: ChatRequest,
+    ) -> Result<Bytes, ApiError> {
         let key = caller.key.clone();
         let mut recorder = self.recorder(caller, &request);
-        let result = self.complete_recorded(&key, &mut recorder, &request).await;
+        let result = self
+            .complete_recorded(&key, &mut recorder, &mut request)
+            .await;
         match &result {
             Ok((usage, finish_reason, _)) => {
                 recorder.settle(Outcome::completed(usage, finish_reason.as_deref()))
@@ -107,9 +120,10 @@ impl Chat {
         &self,
         key: &AuthedKey,
         recorder: &mut Recorder,
-        request: &ChatRequest,
+        request: &mut ChatRequest,
     ) -> Result<(crate::openai::Usage, Option<String>, Bytes), ApiError> {
         let plan = self.plan(key, recorder, request).await?;
+        let request = &*request;
         let mut failover = Failover::new(Instant::now());
         let mut last_error = None;
         for planned in &plan.attempts {
@@ -167,11 +181,11 @@ impl Chat {
     pub async fn stream(
         self: Arc<Self>,
         caller: Caller,
-        request: ChatRequest,
+        mut request: ChatRequest,
     ) -> Result<ChatStream, ApiError> {
         let key = caller.key.clone();
         let mut recorder = self.recorder(caller, &request);
-        let plan = match self.plan(&key, &mut recorder, &request).await {
+        let plan = match self.plan(&key, &mut recorder, &mut request).await {
             Ok(plan) => plan,
             Err(error) => return Err(fail(recorder, error)),
         };

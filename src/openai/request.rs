@@ -94,27 +94,57 @@ impl ChatRequest {
         self.n.map_or(1, |n| n.0)
     }
 
-    /// A cheap prompt-size estimate, for the context-length filter, the credit hold and billing
-    /// a stream cut short before the upstream reported usage: four bytes of text or of tool
-    /// definitions per token, and [`IMAGE_TOKENS`] per image.
+    /// A cheap prompt-size estimate, for the context-length filter and for billing a stream cut
+    /// short before the upstream reported usage: four bytes of text per token, and
+    /// [`IMAGE_TOKENS`] per image.
     pub fn estimated_prompt_tokens(&self) -> u64 {
-        let text: usize = self
-            .messages
-            .iter()
-            .filter_map(|message| message.content.as_ref())
-            .map(Content::text_len)
-            .sum();
-        let tools = self.tools.as_ref().map_or(0, |tools| {
-            serde_json::to_vec(tools).map_or(0, |json| json.len())
-        });
-        let images = self
-            .messages
-            .iter()
-            .filter_map(|message| message.content.as_ref())
-            .map(Content::image_count)
-            .sum::<usize>();
-        let bytes = (text + tools) as u64;
-        (bytes.div_ceil(4) + images as u64 * IMAGE_TOKENS).max(1)
+        let size = self.prompt_size();
+        (size.bytes.div_ceil(4) + size.images * IMAGE_TOKENS).max(1)
+    }
+
+    /// The most tokens the prompt can take, for the credit hold: a token stands for at least one
+    /// byte of what it encodes, so each byte counts as a token, plus [`IMAGE_TOKENS`] per image
+    /// and [`MESSAGE_TOKENS`] per message for its role markers.
+    pub fn prompt_token_bound(&self) -> u64 {
+        let size = self.prompt_size();
+        size.bytes + size.images * IMAGE_TOKENS + size.messages * MESSAGE_TOKENS
+    }
+
+    /// What the prompt is made of: the bytes a tokenizer reads (text, names, tool calls and
+    /// results, tool definitions, and any other part whole), images, and messages.
+    fn prompt_size(&self) -> PromptSize {
+        let mut size = PromptSize {
+            bytes: self.tools.as_ref().map_or(0, json_len),
+            images: 0,
+            messages: self.messages.len() as u64,
+        };
+        for message in &self.messages {
+            size.bytes += message.name.as_ref().map_or(0, |name| name.len() as u64);
+            size.bytes += message.tool_calls.as_ref().map_or(0, json_len);
+            size.bytes += message
+                .tool_call_id
+                .as_ref()
+                .map_or(0, |id| id.len() as u64);
+            match &message.content {
+                None => {}
+                Some(Content::Text(text)) => size.bytes += text.len() as u64,
+                Some(Content::Parts(parts)) => {
+                    for part in parts {
+                        match part.get("type").and_then(Value::as_str) {
+                            Some("image_url") => size.images += 1,
+                            Some("text") => {
+                                size.bytes += part
+                                    .get("text")
+                                    .and_then(Value::as_str)
+                                    .map_or(0, |text| text.len() as u64);
+                            }
+                            _ => size.bytes += json_len(part),
+                        }
+                    }
+                }
+            }
+        }
+        size
     }
 
     /// Whether any message carries an image part, so endpoints without vision can be filtered out.
@@ -201,6 +231,36 @@ fn part_texts(parts: &[Map<String, Value>]) -> impl Iterator<Item = &str> {
         .iter()
         .filter_map(|part| part.get("text").and_then(Value::as_str))
 }
+
+struct PromptSize {
+    bytes: u64,
+    images: u64,
+    messages: u64,
+}
+
+/// The length of `value` written as JSON, without keeping the text.
+fn json_len(value: &impl Serialize) -> u64 {
+    let mut counter = ByteCounter(0);
+    // Writing to a counter cannot fail; a value that cannot be serialized counts as nothing.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
+}
+
+struct ByteCounter(u64);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Tokens a message's role markers may take, beyond its content (chat templates use a few).
+pub const MESSAGE_TOKENS: u64 = 8;
 
 /// What one image may count for in a prompt: more than the largest image costs at the major
 /// providers (Anthropic about 1,600 tokens, OpenAI at most 1,105 for high detail after scaling).

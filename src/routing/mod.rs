@@ -12,5 +12,5 @@ pub use catalog::{Catalog, CatalogError, Endpoint, Model};
 pub use health::{
     BreakerState, EndpointReport, HealthTracker, Measurement, Percentiles, Recent, Uptime,
 };
-pub use plan::{PlanError, PlannedAttempt, RoutePlan, plan};
+pub use plan::{PlanError, PlannedAttempt, RoutePlan, UNBOUNDED_OUTPUT_CAP, plan};
 pub use status::{EndpointHealth, EndpointStatus};

@@ -43,39 +43,60 @@ pub struct RoutePlan {
     pub attempts: Vec<PlannedAttempt>,
 }
 
-/// Output assumed for the worst case when neither the caller, the endpoint nor the model bounds
-/// it.
-const UNBOUNDED_OUTPUT_GUESS: u64 = 4_096;
+/// The output a request on a limited key is capped at (and sent as `max_tokens`) when neither
+/// the caller, the endpoint nor the model bounds it, so its hold covers it.
+pub const UNBOUNDED_OUTPUT_CAP: u32 = 4_096;
 
 impl RoutePlan {
-    /// The most this request can cost on any endpoint it may be tried on: the prompt estimate at
-    /// the prompt price plus the output cap at the completion price. The output cap is the
-    /// caller's `max_tokens` (within the endpoint's own cap), else the endpoint's cap, else what
-    /// the model's context leaves after the prompt.
+    /// The most this request can cost on any endpoint it may be tried on, for the credit hold:
+    /// the prompt's token bound at the dearest prompt price, plus each of the `n` choices at the
+    /// output cap at the completion price. The output cap is the caller's `max_tokens` (within
+    /// the endpoint's own cap), else the endpoint's cap, else what the model's context leaves
+    /// after the prompt, whatever the prompt turns out to be.
     pub fn worst_case_cost(&self, request: &ChatRequest) -> MicroUsd {
-        let prompt = request.estimated_prompt_tokens();
+        let prompt = request.prompt_token_bound();
+        let choices = u64::from(request.choices());
         self.attempts
             .iter()
             .map(|attempt| {
-                let endpoint = attempt.endpoint();
-                let endpoint_cap = endpoint.max_output.map(u64::from);
-                let context_left = attempt
-                    .model
-                    .context_length
-                    .map(|context| u64::from(context).saturating_sub(prompt));
-                let output = match (request.max_output_tokens().map(u64::from), endpoint_cap) {
-                    (Some(asked), Some(cap)) => asked.min(cap),
-                    (asked, cap) => asked
-                        .or(cap)
-                        .or(context_left)
-                        .unwrap_or(UNBOUNDED_OUTPUT_GUESS),
-                };
-                // The prompt is read once; every choice may run to the output cap.
-                let outputs = output.saturating_mul(u64::from(request.choices()));
-                endpoint.pricing.worst_case(prompt, outputs)
+                let pricing = &attempt.endpoint().pricing;
+                match output_cap(request, attempt) {
+                    Some(output) => pricing.worst_case(prompt, output.saturating_mul(choices)),
+                    None => {
+                        let context = attempt
+                            .model
+                            .context_length
+                            .map_or(u64::from(UNBOUNDED_OUTPUT_CAP), u64::from);
+                        // Prompt and answers share the context; the cost is linear in how it
+                        // is split, so the dearest split is one of the two extremes.
+                        let prompt = prompt.min(context);
+                        let all_answer = pricing.worst_case(0, context.saturating_mul(choices));
+                        let all_prompt =
+                            pricing.worst_case(prompt, (context - prompt).saturating_mul(choices));
+                        all_answer.max(all_prompt)
+                    }
+                }
             })
             .max()
             .unwrap_or(MicroUsd::ZERO)
+    }
+
+    /// Whether some attempt's output is bounded by nothing: no `max_tokens`, no endpoint cap
+    /// and no context length.
+    pub fn output_unbounded(&self, request: &ChatRequest) -> bool {
+        self.attempts.iter().any(|attempt| {
+            output_cap(request, attempt).is_none() && attempt.model.context_length.is_none()
+        })
+    }
+}
+
+/// One choice's output cap from the caller and the endpoint, if either sets one.
+fn output_cap(request: &ChatRequest, attempt: &PlannedAttempt) -> Option<u64> {
+    let asked = request.max_output_tokens().map(u64::from);
+    let endpoint = attempt.endpoint().max_output.map(u64::from);
+    match (asked, endpoint) {
+        (Some(asked), Some(cap)) => Some(asked.min(cap)),
+        (asked, cap) => asked.or(cap),
     }
 }
 
@@ -274,7 +295,7 @@ pub(super) mod tests {
     /// Providers `a` (which collects no data), `b` and `c`; `x/one` offers all three at
     /// rising prices, `x/two` only `a`, `x/three` only `c`, `x/big` has a small context.
     pub(crate) fn catalog() -> Catalog {
-        let config: Config = toml::from_str(
+        catalog_from(
             r#"
 [[providers]]
 id = "a"
@@ -348,7 +369,10 @@ id = "x/tagged:v1"
   completion = "1"
 "#,
         )
-        .unwrap();
+    }
+
+    pub(crate) fn catalog_from(tables: &str) -> Catalog {
+        let config: Config = toml::from_str(tables).unwrap();
         Catalog::build(&config).unwrap()
     }
 
@@ -657,5 +681,140 @@ id = "x/tagged:v1"
             providers_for(r#"{"messages":[]}"#).unwrap_err(),
             PlanError::MissingModel
         );
+    }
+}
+
+/// Whatever usage an upstream can report for a request, the hold taken for it covers the charge:
+/// prompts up to their token bound, cached and cache-written parts at their own prices, every
+/// choice up to its cap, or all of the context between prompt and answers.
+#[cfg(test)]
+mod hold_covers_charge {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::tests::catalog_from;
+    use super::*;
+    use crate::openai::{PromptTokensDetails, Usage};
+    use crate::routing::status::StubHealth;
+
+    const TABLES: &str = r#"
+[[providers]]
+id = "p"
+kind = "mock"
+
+[[models]]
+id = "m/capped"
+context_length = 64000
+  [[models.endpoints]]
+  provider = "p"
+  upstream = "capped"
+  prompt = "3"
+  completion = "15"
+  cache_read = "0.3"
+  cache_write = "3.75"
+  max_output = 500
+  supports = ["tools", "vision", "n"]
+
+[[models]]
+id = "m/context"
+context_length = 30000
+  [[models.endpoints]]
+  provider = "p"
+  upstream = "context"
+  prompt = "5"
+  completion = "1"
+  supports = ["tools", "vision", "n"]
+
+[[models]]
+id = "m/open"
+  [[models.endpoints]]
+  provider = "p"
+  upstream = "open"
+  prompt = "0.7"
+  completion = "2.1"
+  supports = ["tools", "vision", "n"]
+"#;
+
+    fn text() -> impl Strategy<Value = String> {
+        // ASCII, accents, CJK and emoji: one to four bytes a character.
+        proptest::string::string_regex("[a-z é漢字🙂]{0,300}").unwrap()
+    }
+
+    fn request() -> impl Strategy<Value = ChatRequest> {
+        (
+            prop::sample::select(vec!["m/capped", "m/context", "m/open"]),
+            prop::collection::vec((text(), 0usize..3), 1..4),
+            prop::option::of(1u32..2000),
+            1u32..5,
+            any::<bool>(),
+        )
+            .prop_map(|(model, messages, max_tokens, n, tools)| {
+                let messages: Vec<_> = messages
+                    .into_iter()
+                    .map(|(text, images)| {
+                        let mut parts = vec![json!({"type": "text", "text": text})];
+                        parts.extend((0..images).map(|_| {
+                            json!({"type": "image_url", "image_url": {"url": "https://i/x.png"}})
+                        }));
+                        json!({"role": "user", "content": parts})
+                    })
+                    .collect();
+                let mut body = json!({"model": model, "messages": messages, "n": n});
+                if let Some(max_tokens) = max_tokens {
+                    body["max_tokens"] = json!(max_tokens);
+                }
+                if tools {
+                    body["tools"] = json!([{"type": "function", "function": {"name": "lookup",
+                        "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}]);
+                }
+                serde_json::from_value(body).unwrap()
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn the_hold_covers_every_usage_the_upstream_can_report(
+            mut request in request(),
+            shares in (0.0f64..=1.0, 0.0f64..=1.0, 0.0f64..=1.0, 0.0f64..=1.0),
+        ) {
+            let catalog = catalog_from(TABLES);
+            let planned = plan(&catalog, &request, &StubHealth::default(), &mut rand::rng());
+            // A prompt and max_tokens past the context is refused before any hold.
+            prop_assume!(planned.is_ok());
+            let plan = planned.unwrap();
+            // What the gateway does for a limited key before holding.
+            if request.max_output_tokens().is_none() && plan.output_unbounded(&request) {
+                request.max_tokens = Some(UNBOUNDED_OUTPUT_CAP);
+            }
+            let hold = plan.worst_case_cost(&request);
+            let attempt = &plan.attempts[0];
+            let bound = request.prompt_token_bound();
+            let context = attempt.model.context_length.map(u64::from);
+            let prompt_tokens = scaled(shares.0, context.map_or(bound, |c| bound.min(c)));
+            let cached = scaled(shares.1, prompt_tokens);
+            let cache_write = scaled(shares.2, prompt_tokens - cached);
+            let per_choice = output_cap(&request, attempt)
+                .or(context.map(|c| c - prompt_tokens))
+                .unwrap_or(u64::from(UNBOUNDED_OUTPUT_CAP));
+            let completion = scaled(shares.3, per_choice * u64::from(request.choices()));
+            let usage = Usage {
+                prompt_tokens,
+                completion_tokens: completion,
+                total_tokens: prompt_tokens + completion,
+                prompt_tokens_details: Some(PromptTokensDetails {
+                    cached_tokens: cached,
+                    cache_write_tokens: cache_write,
+                    extra: Default::default(),
+                }),
+                ..Usage::default()
+            };
+            let charge = attempt.endpoint().pricing.cost(&usage).total;
+            prop_assert!(charge <= hold, "charge {charge:?} > hold {hold:?} for {usage:?}");
+        }
+    }
+
+    /// `share` of `whole`, rounded to a whole token.
+    fn scaled(share: f64, whole: u64) -> u64 {
+        ((whole as f64) * share).round() as u64
     }
 }

@@ -22,6 +22,7 @@ use crate::upstream::{Behaviour, MockUpstream};
 crate::on_both_backends!(
     chat_returns_402_when_the_limit_cannot_cover_max_tokens,
     every_choice_of_n_is_held_so_n_cannot_take_a_key_past_its_limit,
+    a_limited_key_s_answer_is_capped_when_nothing_else_bounds_it,
     a_settled_request_is_charged_its_cost_and_refunded_the_rest_of_its_hold,
     concurrent_requests_never_push_a_key_past_its_limit,
     a_cancelled_stream_on_a_limited_key_is_charged_for_what_it_produced,
@@ -45,8 +46,8 @@ async fn limited_key(app: &TestApp, micros: i64, reset: Option<LimitReset>) -> (
 }
 
 /// Three words in, echoed back: 3 prompt and 3 completion tokens on the mock, so 3 × $1/M +
-/// 3 × $2/M = 9 micro-USD. The prompt estimate is 17 bytes / 4 → 5 tokens, so with
-/// `max_tokens: 100` the hold is 5 × 1 + 100 × 2 = 205 micro-USD.
+/// 3 × $2/M = 9 micro-USD. The prompt's token bound is its 17 bytes plus 8 for the message's
+/// role markers, so with `max_tokens: 100` the hold is 25 × 1 + 100 × 2 = 225 micro-USD.
 fn echo(max_tokens: u32) -> Value {
     json!({
         "model": "switchyard/echo",
@@ -170,6 +171,48 @@ async fn every_choice_of_n_is_held_so_n_cannot_take_a_key_past_its_limit(backend
     app.stop().await;
 }
 
+async fn a_limited_key_s_answer_is_capped_when_nothing_else_bounds_it(backend: Backend) {
+    let upstream = MockUpstream::start(Behaviour::Reply { text: "hi" }).await;
+    // No context length and no max_output: only max_tokens could bound the answer.
+    let tables = format!(
+        r#"
+[[providers]]
+id = "open"
+kind = "openai-compatible"
+base_url = "{}"
+api_key = "sk-upstream-secret-open"
+
+[[models]]
+id = "open/chat"
+  [[models.endpoints]]
+  provider = "open"
+  upstream = "open-chat"
+  prompt = "3"
+  completion = "15"
+"#,
+        upstream.base_url
+    );
+    let app = spawn_app_with_tables(backend, tables).await;
+    let (limited, _) = limited_key(&app, 1_000_000, None).await;
+    let body = json!({"model": "open/chat", "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(app.post_chat_as(&limited, &body).await.status(), 200);
+    assert_eq!(app.post_chat(&body).await.status(), 200);
+    let sent = upstream.received();
+    assert_eq!(
+        sent[0].body["max_tokens"], 4096,
+        "the hold covers 4,096 tokens, so the answer is held to them"
+    );
+    assert!(
+        sent[1].body.get("max_tokens").is_none(),
+        "an unlimited key is not capped"
+    );
+    let asked = json!({"model": "open/chat", "max_tokens": 7,
+        "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(app.post_chat_as(&limited, &asked).await.status(), 200);
+    assert_eq!(upstream.received()[2].body["max_tokens"], 7);
+    app.stop().await;
+}
+
 async fn a_settled_request_is_charged_its_cost_and_refunded_the_rest_of_its_hold(backend: Backend) {
     let app = spawn_app(backend).await;
     let (key, hash) = limited_key(&app, 1_000_000, None).await;
@@ -200,7 +243,7 @@ async fn a_settled_request_is_charged_its_cost_and_refunded_the_rest_of_its_hold
         movements, 2,
         "the hold's charge and the refund of its unused part"
     );
-    assert_eq!((charge, refund), (-205, 196));
+    assert_eq!((charge, refund), (-225, 216));
 
     let books = books(&app.database_url, &hash).await;
     assert_eq!(books.usage, 9);
@@ -211,7 +254,7 @@ async fn a_settled_request_is_charged_its_cost_and_refunded_the_rest_of_its_hold
 
 async fn concurrent_requests_never_push_a_key_past_its_limit(backend: Backend) {
     let app = spawn_app(backend).await;
-    // Room for four 205 micro-USD holds at a time; 200 requests of 9 micro-USD would spend 1,800.
+    // Room for four 225 micro-USD holds at a time; 200 requests of 9 micro-USD would spend 1,800.
     let limit = 1_000;
     let (key, hash) = limited_key(&app, limit, None).await;
     let body = echo(100);
