@@ -15,6 +15,9 @@ pub struct SseEvent {
 #[derive(Debug, Default)]
 pub struct SseParser {
     buffer: BytesMut,
+    /// How much of `buffer` is known to hold no line end, so a long line arriving in many reads
+    /// is searched once, not once per read.
+    scanned: usize,
     current: SseEvent,
     has_fields: bool,
 }
@@ -26,8 +29,9 @@ impl SseParser {
 
     /// The next complete event in what has been pushed so far.
     pub fn next_event(&mut self) -> Option<SseEvent> {
-        while let Some(end) = memchr::memchr(b'\n', &self.buffer) {
-            let line = self.buffer.split_to(end + 1);
+        while let Some(end) = memchr::memchr(b'\n', &self.buffer[self.scanned..]) {
+            let line = self.buffer.split_to(self.scanned + end + 1);
+            self.scanned = 0;
             let line = trim_line_end(&line);
             if line.is_empty() {
                 if self.has_fields {
@@ -38,6 +42,7 @@ impl SseParser {
             }
             self.field(line);
         }
+        self.scanned = self.buffer.len();
         None
     }
 
@@ -48,6 +53,7 @@ impl SseParser {
             self.field(trim_line_end(&rest));
         }
         self.buffer.advance(self.buffer.len());
+        self.scanned = 0;
         std::mem::take(&mut self.has_fields).then(|| std::mem::take(&mut self.current))
     }
 
