@@ -46,6 +46,12 @@ impl EventStreamParser {
         }
     }
 
+    /// Bytes held for the message not yet complete (less its 12-byte prelude, which the decoder
+    /// keeps once read).
+    pub fn pending_len(&self) -> usize {
+        self.buffer.len()
+    }
+
     /// At the end of the body, a partial frame means the stream was cut.
     pub fn finish(&mut self) -> Option<Result<SseEvent, UpstreamError>> {
         if self.failed || self.buffer.is_empty() {

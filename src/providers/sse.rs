@@ -46,6 +46,13 @@ impl SseParser {
         None
     }
 
+    /// Bytes held for the event not yet complete: its fields so far and its unfinished line.
+    pub fn pending_len(&self) -> usize {
+        self.buffer.len()
+            + self.current.data.len()
+            + self.current.event.as_ref().map_or(0, String::len)
+    }
+
     /// At the end of the body an event without its final blank line still counts.
     pub fn finish(&mut self) -> Option<SseEvent> {
         if !self.buffer.is_empty() {

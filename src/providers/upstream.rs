@@ -1,14 +1,14 @@
 //! The only HTTP sender: a connection pool per provider and serving thread ([`super::pool`]),
-//! every timeout, status → error, and the event stream (SSE or AWS event-stream framing) with its
-//! idle timeout. Knows nothing of any provider's JSON.
+//! every timeout and size cap, status → error, and the event stream (SSE or AWS event-stream
+//! framing) with its idle timeout. Knows nothing of any provider's JSON.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::RETRY_AFTER;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::{Body as _, Incoming};
 use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::time::{Instant, timeout_at};
@@ -18,6 +18,22 @@ use super::pool::{Lease, Pool, SendError};
 use super::sse::{SseEvent, SseParser};
 use super::{Framing, Provider, UpstreamError, UpstreamErrorKind, UpstreamRequest};
 use crate::config::ProviderConfig;
+
+/// The largest answer read whole (a non-streaming completion). The large legitimate ones are
+/// logprobs (`top_logprobs: 20` costs about 1.6 kB per token: 32k output tokens make ~52 MB) and
+/// images passed through in base64; past this an upstream is not answering a chat completion.
+/// The body is held once and, when it came in several reads, copied once into one buffer.
+pub const MAX_BODY: usize = 64 << 20;
+
+/// The largest error body read: any JSON error or HTML error page fits, and only the first 500
+/// characters of a message are ever shown. A longer one is classified by its status alone.
+const MAX_ERROR_BODY: usize = 1 << 20;
+
+/// The largest single stream event: an SSE event with all its lines, or one event-stream message.
+/// Text deltas are a few bytes; the large events are a whole tool call (bounded by the output
+/// limit, well under 1 MiB) and inline images in base64 (a few MiB). It is also the message size
+/// AWS's own event-stream runtime refused past for years. It bounds what one stream buffers.
+pub const MAX_EVENT: usize = 16 << 20;
 
 /// How long each phase of an attempt may take.
 #[derive(Debug, Clone, Copy)]
@@ -107,7 +123,10 @@ impl Upstream {
         };
         if !status.is_success() {
             let retry_after = upstream.retry_after();
-            let body = upstream.bytes().await.unwrap_or_default();
+            let body = upstream
+                .read_to_end(MAX_ERROR_BODY)
+                .await
+                .unwrap_or_default();
             let error = provider.parse_error(status, &body);
             // The header wins; some providers say how long to wait only in their error body.
             let retry_after = retry_after.or(error.retry_after);
@@ -154,11 +173,25 @@ impl EventParser {
         }
     }
 
+    /// The next complete event; an error once the event in progress outgrows [`MAX_EVENT`],
+    /// which is checked after every read, so no more than one read past it is ever held.
     fn next_event(&mut self) -> Option<Result<SseEvent, UpstreamError>> {
-        match self {
-            EventParser::Sse(parser) => parser.next_event().map(Ok),
-            EventParser::AwsEventStream(parser) => parser.next_event(),
+        let (event, pending) = match self {
+            EventParser::Sse(parser) => (parser.next_event().map(Ok), parser.pending_len()),
+            EventParser::AwsEventStream(parser) => (parser.next_event(), parser.pending_len()),
+        };
+        if event.is_none() && pending > MAX_EVENT {
+            return Some(Err(too_large("stream event", MAX_EVENT)));
         }
+        event
+    }
+
+    /// Lets go of everything buffered.
+    fn clear(&mut self) {
+        *self = EventParser::new(match self {
+            EventParser::Sse(_) => Framing::Sse,
+            EventParser::AwsEventStream(_) => Framing::AwsEventStream,
+        });
     }
 
     fn finish(&mut self) -> Option<Result<SseEvent, UpstreamError>> {
@@ -189,15 +222,31 @@ impl UpstreamResponse {
         value.trim().parse::<u64>().ok().map(Duration::from_secs)
     }
 
-    /// The whole body, within the attempt's deadline.
+    /// The whole body, within the attempt's deadline and [`MAX_BODY`].
     pub async fn bytes(self) -> Result<Bytes, UpstreamError> {
+        self.read_to_end(MAX_BODY).await
+    }
+
+    /// The whole body, within the attempt's deadline. A body longer than `limit`, by its declared
+    /// length or once counted, is an error, and its connection is closed instead of read on.
+    async fn read_to_end(self, limit: usize) -> Result<Bytes, UpstreamError> {
         match self.body {
             Body::Local(body) => Ok(body.unwrap_or_default()),
             Body::Http { response, lease } => {
-                let body = timeout_at(self.deadline, response.into_body().collect())
+                let body = response.into_body();
+                if body.size_hint().lower() > limit as u64 {
+                    return Err(too_large("answer", limit));
+                }
+                let body = timeout_at(self.deadline, Limited::new(body, limit).collect())
                     .await
                     .map_err(|_| timed_out("reading the upstream's response"))?
-                    .map_err(|_| broken())?;
+                    .map_err(|error| {
+                        if error.is::<LengthLimitError>() {
+                            too_large("answer", limit)
+                        } else {
+                            broken()
+                        }
+                    })?;
                 if let Some(lease) = lease {
                     lease.release();
                 }
@@ -212,6 +261,12 @@ impl UpstreamResponse {
         loop {
             if let Some(event) = self.parser.next_event() {
                 self.seen_event = true;
+                if event.is_err() {
+                    // Nothing after a framing error can be read: the buffer and the connection
+                    // go now, not when the stream that ends with this error is dropped.
+                    self.parser.clear();
+                    self.body = Body::Local(None);
+                }
                 return Some(event);
             }
             let chunk = match &mut self.body {
@@ -244,6 +299,14 @@ impl UpstreamResponse {
     }
 }
 
+/// `what` is a fixed phrase, never upstream text.
+fn too_large(what: &str, limit: usize) -> UpstreamError {
+    UpstreamError::new(
+        UpstreamErrorKind::Protocol,
+        format!("the upstream's {what} is larger than {} MiB", limit >> 20),
+    )
+}
+
 fn timed_out(phase: &str) -> UpstreamError {
     UpstreamError::new(
         UpstreamErrorKind::Timeout,
@@ -271,4 +334,69 @@ fn connection_error(error: &SendError) -> UpstreamError {
 
 fn broken() -> UpstreamError {
     UpstreamError::new(UpstreamErrorKind::Connect, "the upstream connection failed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::eventstream::tests::frame;
+
+    const READ: usize = 1 << 20;
+
+    /// Pushes `bytes` one read at a time, taking every event after each read as the reader does.
+    /// Returns the events, and the error with how many bytes had been pushed when it came.
+    fn feed(framing: Framing, bytes: &[u8]) -> (Vec<SseEvent>, Option<(UpstreamError, usize)>) {
+        let mut parser = EventParser::new(framing);
+        let mut events = Vec::new();
+        let mut pushed = 0;
+        for read in bytes.chunks(READ) {
+            parser.push(read);
+            pushed += read.len();
+            while let Some(event) = parser.next_event() {
+                match event {
+                    Ok(event) => events.push(event),
+                    Err(error) => return (events, Some((error, pushed))),
+                }
+            }
+        }
+        (events, None)
+    }
+
+    fn assert_cut_within_a_read_of_the_cap(framing: Framing, bytes: &[u8]) {
+        let (events, error) = feed(framing, bytes);
+        let (error, pushed) = error.expect("the event is refused");
+        assert!(events.is_empty());
+        assert_eq!(error.kind, UpstreamErrorKind::Protocol);
+        assert!(error.message.contains("larger than 16 MiB"), "{error}");
+        assert!(pushed <= MAX_EVENT + READ, "{pushed} bytes held");
+    }
+
+    #[test]
+    fn an_sse_event_outgrowing_the_cap_fails_within_one_read_of_it() {
+        let long_line = format!("data: {}", "a".repeat(MAX_EVENT + 2 * READ));
+        assert_cut_within_a_read_of_the_cap(Framing::Sse, long_line.as_bytes());
+        let many_lines = format!("data: {}\n", "a".repeat(READ / 2)).repeat(40);
+        assert_cut_within_a_read_of_the_cap(Framing::Sse, many_lines.as_bytes());
+    }
+
+    #[test]
+    fn an_event_stream_message_outgrowing_the_cap_fails_within_one_read_of_it() {
+        let payload = "a".repeat(MAX_EVENT + 2 * READ);
+        let message = frame("event", "contentBlockDelta", &payload);
+        assert_cut_within_a_read_of_the_cap(Framing::AwsEventStream, &message);
+    }
+
+    #[test]
+    fn small_events_pass_however_many_arrive_in_one_read() {
+        let event = format!("data: {}\n\n", "a".repeat(1000));
+        let count = 2 * MAX_EVENT / event.len();
+        let mut parser = EventParser::new(Framing::Sse);
+        parser.push(event.repeat(count).as_bytes());
+        let mut events = 0;
+        while let Some(event) = parser.next_event() {
+            event.unwrap();
+            events += 1;
+        }
+        assert_eq!(events, count);
+    }
 }

@@ -23,6 +23,7 @@ mod rate_limits;
 mod routing;
 mod scripted_upstream;
 mod store;
+mod stream_limits;
 mod streaming;
 mod upstream;
 mod usage_outage;

@@ -2,6 +2,7 @@
 //! https://platform.openai.com/docs/api-reference/chat (bodies, SSE chunks ending in
 //! `data: [DONE]`, `{"error": {...}}` errors), and each test scripts how it behaves.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,6 +39,14 @@ pub enum Behaviour {
     /// A role chunk and one `"first"` delta, then (once released) a `"more"` delta every few
     /// milliseconds until the gateway hangs up.
     Endless,
+    /// A completion whose content is `bytes` long (a multiple of 64 KiB), made piece by piece as
+    /// the gateway reads it, so the test never holds it; `declared` sends its `Content-Length`.
+    /// Streamed, the content is one event after the role chunk. Sent with `status`, even an error.
+    Oversized {
+        bytes: usize,
+        declared: bool,
+        status: u16,
+    },
     /// A stream that sends these deltas, then breaks the connection.
     DieMidStream { deltas: Vec<&'static str> },
     /// A stream that sends these deltas, then an in-stream OpenAI error event.
@@ -55,6 +64,9 @@ struct Shared {
     received: Mutex<Vec<Received>>,
     gate: Semaphore,
     dropped: Notify,
+    /// Body bytes handed to the server so far: what the gateway read, plus what the sockets and
+    /// buffers between them hold.
+    sent: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -70,6 +82,7 @@ impl MockUpstream {
             received: Mutex::new(Vec::new()),
             gate: Semaphore::new(0),
             dropped: Notify::new(),
+            sent: AtomicU64::new(0),
         });
         let router = Router::new()
             .route("/v1/chat/completions", post(answer))
@@ -94,6 +107,10 @@ impl MockUpstream {
     /// Lets a gated stream send its next chunk.
     pub fn release(&self) {
         self.shared.gate.add_permits(1);
+    }
+
+    pub fn bytes_sent(&self) -> u64 {
+        self.shared.sent.load(Ordering::Relaxed)
     }
 
     /// Resolves when a stream's body was dropped before it finished: the gateway hung up.
@@ -140,6 +157,11 @@ async fn answer(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
         Behaviour::Hang => std::future::pending().await,
         Behaviour::Stream { deltas, gates } => sse(stream_frames(shared, model, deltas, gates, Ending::Done)),
         Behaviour::Endless => sse(endless_frames(shared, model)),
+        Behaviour::Oversized { bytes, declared, status } => {
+            let mut response = oversized(shared, &model, bytes, declared, body["stream"] == true);
+            *response.status_mut() = StatusCode::from_u16(status).unwrap();
+            response
+        }
         Behaviour::DieMidStream { deltas } => sse(stream_frames(shared, model, deltas, vec![], Ending::Break)),
         Behaviour::ErrorMidStream { deltas } => sse(stream_frames(shared, model, deltas, vec![], Ending::Error)),
     }
@@ -278,6 +300,72 @@ fn endless_frames(
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
+}
+
+/// 64 KiB of content, shared by every piece of an oversized answer.
+static FILLER: [u8; 64 << 10] = [b'a'; 64 << 10];
+
+fn oversized(
+    shared: Arc<Shared>,
+    model: &str,
+    bytes: usize,
+    declared: bool,
+    stream: bool,
+) -> Response {
+    let (head, tail) = if stream {
+        let role = chunk(
+            model,
+            json!({"role": "assistant", "content": ""}),
+            Value::Null,
+        );
+        let head = format!(
+            r#"{}data: {{"id":"chatcmpl-123","object":"chat.completion.chunk","created":1700000000,"model":"{model}","choices":[{{"index":0,"delta":{{"content":""#,
+            std::str::from_utf8(&role).unwrap()
+        );
+        let finish = chunk(model, json!({}), json!("stop"));
+        let tail = format!(
+            "\"}},\"finish_reason\":null}}]}}\n\n{}data: [DONE]\n\n",
+            std::str::from_utf8(&finish).unwrap()
+        );
+        (head, tail)
+    } else {
+        let head = format!(
+            r#"{{"id":"chatcmpl-123","object":"chat.completion","created":1700000000,"model":"{model}","choices":[{{"index":0,"message":{{"role":"assistant","content":""#
+        );
+        let tail = r#""},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15}}"#.to_owned();
+        (head, tail)
+    };
+    let length = head.len() + bytes + tail.len();
+    let pieces = async_stream(move |tx| async move {
+        let pieces = std::iter::once(Bytes::from(head))
+            .chain(std::iter::repeat_n(
+                Bytes::from_static(&FILLER),
+                bytes / FILLER.len(),
+            ))
+            .chain(std::iter::once(Bytes::from(tail)));
+        for piece in pieces {
+            let len = piece.len() as u64;
+            if tx.send(Ok(piece)).await.is_err() {
+                return;
+            }
+            shared.sent.fetch_add(len, Ordering::Relaxed);
+        }
+    });
+    let mut response = Body::from_stream(pieces).into_response();
+    let content_type = if stream {
+        "text/event-stream"
+    } else {
+        "application/json"
+    };
+    response
+        .headers_mut()
+        .insert("content-type", content_type.parse().unwrap());
+    if declared {
+        response
+            .headers_mut()
+            .insert("content-length", length.into());
+    }
+    response
 }
 
 /// A stream fed by a task through a channel of capacity 1, so the task runs only as fast as
