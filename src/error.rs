@@ -54,6 +54,13 @@ impl ApiError {
         )
     }
 
+    pub fn too_many_json_values(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body holds more than the gateway's limit of {limit} JSON values"),
+        )
+    }
+
     pub fn not_found(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(StatusCode::NOT_FOUND, message)
     }

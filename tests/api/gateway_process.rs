@@ -86,6 +86,17 @@ flush_interval = "20ms"
         })
     }
 
+    /// The most resident memory the process has had (`VmHWM`), in MiB.
+    pub fn peak_rss_mib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status");
+        kib / 1024
+    }
+
     /// SIGKILL: no draining, no flushing, nothing.
     pub fn kill_hard(mut self) {
         self.child.kill().unwrap();

@@ -17,6 +17,7 @@ mod gemini;
 mod health;
 mod helpers;
 mod keys;
+mod memory;
 mod models;
 mod params;
 mod rate_limits;
