@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 
 use crate::accounts::{Credits, Keys, RateLimiter, Upkeep};
 use crate::api::admin::AdminToken;
@@ -40,6 +41,7 @@ pub struct App {
     max_connections: usize,
     limits: ConnectionLimits,
     cors_origins: Vec<String>,
+    tls: Option<TlsAcceptor>,
 }
 
 impl App {
@@ -125,6 +127,10 @@ impl App {
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let tls = match (&config.server.tls_cert, &config.server.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
+            _ => None,
+        };
         let listener = TcpListener::bind(&config.server.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -138,6 +144,7 @@ impl App {
             max_body,
             max_connections: config.server.max_connections,
             cors_origins: config.server.cors_origins.clone(),
+            tls,
             limits: ConnectionLimits {
                 header_read_timeout: config.server.header_read_timeout.0,
                 keepalive_timeout: config.server.keepalive_timeout.0,
@@ -171,13 +178,14 @@ impl App {
             max_connections,
             limits,
             cors_origins,
+            tls,
         } = self;
         let routers = states
             .into_iter()
             .map(|state| routes(state, max_body, &cors_origins))
             .collect();
         let mut workers =
-            Workers::spawn(routers, limits).context("cannot start the serving threads")?;
+            Workers::spawn(routers, limits, tls).context("cannot start the serving threads")?;
         tracing::info!(%address, "switchyard listening");
         tokio::pin!(shutdown);
         // One permit per open connection, given back when the connection ends: at the cap the

@@ -132,6 +132,9 @@ impl Cli {
 
 async fn serve(loaded: LoadedConfig) -> anyhow::Result<()> {
     telemetry::init(loaded.config.server.log_format);
+    if let Some(warning) = plaintext_remote_database(&loaded.config.database.url) {
+        tracing::warn!("{warning}");
+    }
     let app = App::build_with_clock(loaded, wall_clock()?).await?;
     app.run_until_stopped(shutdown::signal()).await
 }
@@ -162,6 +165,9 @@ async fn open_store(loaded: &LoadedConfig) -> anyhow::Result<Store> {
 
 fn check(loaded: &LoadedConfig) -> anyhow::Result<()> {
     let catalog = Catalog::build(&loaded.config)?;
+    if let Some(warning) = plaintext_remote_database(&loaded.config.database.url) {
+        eprintln!("warning: {warning}");
+    }
     print!("{}", loaded.summary());
     println!(
         "{}: ok ({} models)",
@@ -169,6 +175,29 @@ fn check(loaded: &LoadedConfig) -> anyhow::Result<()> {
         catalog.models().count()
     );
     Ok(())
+}
+
+/// A warning when the database is a Postgres server on another host reached without a
+/// `sslmode` that insists on TLS: its traffic (keys' hashes, prompts when logged) could be read
+/// or the connection downgraded on the way.
+fn plaintext_remote_database(url: &str) -> Option<String> {
+    use sqlx::postgres::{PgConnectOptions, PgSslMode};
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return None;
+    }
+    let options: PgConnectOptions = url.parse().ok()?;
+    let host = options.get_host();
+    let local = host.starts_with('/') || matches!(host, "localhost" | "127.0.0.1" | "::1");
+    let insists = matches!(
+        options.get_ssl_mode(),
+        PgSslMode::Require | PgSslMode::VerifyCa | PgSslMode::VerifyFull
+    );
+    (!local && !insists).then(|| {
+        format!(
+            "database.url reaches Postgres on {host} without sslmode=require or verify-full: \
+             the connection may be plaintext; add ?sslmode=verify-full"
+        )
+    })
 }
 
 fn models(loaded: &LoadedConfig) -> anyhow::Result<()> {

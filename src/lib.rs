@@ -24,6 +24,7 @@
 //! - [`clock`]: the calendar time that limits, periods and expiry are judged by; tests pin it.
 //! - [`workers`]: thread-per-core serving, one single-threaded runtime per core.
 //! - [`connection`]: one client connection's head and keep-alive timeouts and in-flight share.
+//! - [`tls`]: the listener's certificate and key, for HTTPS.
 //! - [`cli`]: the `switchyard` commands.
 //! - [`error`]: [`error::ApiError`], the one client-facing error, in OpenAI's error shape.
 
@@ -43,5 +44,6 @@ pub mod shutdown;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod usage;
 pub mod workers;

@@ -9,11 +9,13 @@ use std::time::Duration;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::time::MissedTickBehavior;
+use tokio_rustls::TlsAcceptor;
 
 use crate::connection::{ConnectionLimits, Guarded, InFlight, Watch, WatchedIo};
 
@@ -42,8 +44,13 @@ impl Idle {
 }
 
 impl Workers {
-    /// Starts one thread with its own runtime per router, serving connections within `limits`.
-    pub fn spawn(routers: Vec<Router>, limits: ConnectionLimits) -> std::io::Result<Workers> {
+    /// Starts one thread with its own runtime per router, serving connections within `limits`,
+    /// over TLS when given an acceptor.
+    pub fn spawn(
+        routers: Vec<Router>,
+        limits: ConnectionLimits,
+        tls: Option<TlsAcceptor>,
+    ) -> std::io::Result<Workers> {
         let mut workers = Workers {
             inboxes: Vec::new(),
             finished: Vec::new(),
@@ -51,6 +58,7 @@ impl Workers {
             next: 0,
         };
         for (index, router) in routers.into_iter().enumerate() {
+            let tls = tls.clone();
             let (inbox, connections) = mpsc::unbounded_channel();
             let (done, finished) = oneshot::channel();
             let (exit, exited) = oneshot::channel::<()>();
@@ -62,7 +70,7 @@ impl Workers {
                 .spawn(move || {
                     runtime.block_on(async {
                         tokio::spawn(anchor_timers());
-                        serve(router, connections, limits).await;
+                        serve(router, connections, limits, tls).await;
                         let _ = done.send(());
                         // A release or a dropped sender: either way, time to end.
                         let _ = exited.await;
@@ -119,6 +127,7 @@ async fn serve(
     router: Router,
     mut connections: mpsc::UnboundedReceiver<Accepted>,
     limits: ConnectionLimits,
+    tls: Option<TlsAcceptor>,
 ) {
     let graceful = GracefulShutdown::new();
     let in_flight = InFlight::default();
@@ -144,14 +153,28 @@ async fn serve(
             in_flight.clone(),
             limits,
         );
-        let io = TokioIo::new(WatchedIo::new(stream, watch.clone()));
-        let connection = builder.serve_connection_with_upgrades(io, service);
-        let connection = graceful.watch(connection.into_owned());
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
+            let io = WatchedIo::new(stream, watch.clone());
             tokio::select! {
-                ended = connection => if let Err(error) = ended {
-                    tracing::debug!(%error, "connection ended with an error");
-                },
+                () = async {
+                    let ended = match &tls {
+                        None => serve_io(&builder, io, service, watcher).await,
+                        // The handshake counts against the head timeout, like a slow head.
+                        Some(tls) => match tls.accept(io).await {
+                            Ok(io) => serve_io(&builder, io, service, watcher).await,
+                            Err(error) => {
+                                tracing::debug!(%error, "TLS handshake failed");
+                                Ok(())
+                            }
+                        },
+                    };
+                    if let Err(error) = ended {
+                        tracing::debug!(%error, "connection ended with an error");
+                    }
+                } => {}
                 // Dropping the connection closes it.
                 overstayed = watch.expired(limits) => {
                     tracing::debug!(?overstayed, "closed a connection that outstayed its limit");
@@ -161,4 +184,18 @@ async fn serve(
         });
     }
     graceful.shutdown().await;
+}
+
+/// Serves one connection's requests, plain or decrypted, until it ends or the server drains.
+async fn serve_io<I>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    service: Guarded<TowerToHyperService<Router>>,
+    watcher: Watcher,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    watcher.watch(connection.into_owned()).await
 }

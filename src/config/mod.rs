@@ -82,6 +82,11 @@ pub struct ServerConfig {
     /// Origins a browser page may call the API from (`"*"` for any); empty turns CORS off.
     #[serde(default)]
     pub cors_origins: Vec<String>,
+    /// PEM files of a certificate chain and its key: with both, the listener speaks HTTPS.
+    #[serde(default)]
+    pub tls_cert: Option<String>,
+    #[serde(default)]
+    pub tls_key: Option<String>,
 }
 
 impl ServerConfig {
@@ -130,6 +135,8 @@ impl fmt::Debug for ServerConfig {
             .field("max_inflight", &self.max_inflight)
             .field("public_catalog", &self.public_catalog)
             .field("cors_origins", &self.cors_origins)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
             .finish()
     }
 }
@@ -149,6 +156,8 @@ impl Default for ServerConfig {
             max_inflight: Self::default_max_inflight(),
             public_catalog: Self::default_public_catalog(),
             cors_origins: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }

@@ -111,6 +111,19 @@ fn server(server: &mut ServerConfig, problems: &mut Vec<Problem>) {
             ));
         }
     }
+    clear_if_empty(&mut server.tls_cert);
+    clear_if_empty(&mut server.tls_key);
+    if server.tls_cert.is_some() != server.tls_key.is_some() {
+        let missing = if server.tls_cert.is_some() {
+            "tls_key"
+        } else {
+            "tls_cert"
+        };
+        problems.push(Problem::new(
+            path.key(missing),
+            "server.tls_cert and server.tls_key go together: set both for HTTPS, or neither",
+        ));
+    }
     for origin in &server.cors_origins {
         if !is_cors_origin(origin) {
             problems.push(Problem::new(

@@ -107,3 +107,38 @@ fn check_accepts_the_example_config() {
         "the example must validate: {stderr}"
     );
 }
+
+#[test]
+fn check_warns_about_a_remote_database_reached_without_tls() {
+    let dir = temp_dir();
+    for (url, warned) in [
+        ("postgres://app@db.internal/switchyard", true),
+        ("postgres://app@db.internal/switchyard?sslmode=prefer", true),
+        (
+            "postgres://app@db.internal/switchyard?sslmode=verify-full",
+            false,
+        ),
+        ("postgres://app@127.0.0.1/switchyard", false),
+        ("sqlite://switchyard.db", false),
+    ] {
+        let path = write(&dir, "db.toml", &format!("[database]\nurl = \"{url}\"\n"));
+        let output = check(&path);
+        assert!(output.status.success(), "{url}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            stderr.contains("without sslmode=require"),
+            warned,
+            "{url}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn tls_cert_and_key_go_together() {
+    let dir = temp_dir();
+    let path = write(&dir, "tls.toml", "[server]\ntls_cert = \"/etc/cert.pem\"\n");
+    let output = check(&path);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("tls_key"), "{stderr}");
+}

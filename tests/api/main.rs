@@ -26,5 +26,6 @@ mod scripted_upstream;
 mod store;
 mod stream_limits;
 mod streaming;
+mod tls;
 mod upstream;
 mod usage_outage;
