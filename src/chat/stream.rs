@@ -1,7 +1,8 @@
 //! A running stream: upstream chunks rewritten for the caller (id, model, provider), the upstream
 //! usage chunk swallowed, and the ending the contract promises — a usage chunk with the exact
 //! cost, or an error chunk followed by it. The generation is settled when the stream ends, or by
-//! the recorder's guard when the client goes away first.
+//! the recorder's guard when the stream is dropped first (the client went away or stopped
+//! reading).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,6 +120,12 @@ impl ChatStream {
             state: State::Streaming,
             watch,
         }
+    }
+
+    /// When waiting for the client to take the next chunk ends, from `now`: it may take as long
+    /// as the upstream may take to send one, the upstream being held open meanwhile.
+    pub(crate) fn idle_deadline(&self, now: Instant) -> Instant {
+        self.response.idle_deadline(now)
     }
 
     /// The next chunk for the client; `None` once the stream has ended (the caller then sends

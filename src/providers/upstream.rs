@@ -255,6 +255,12 @@ impl UpstreamResponse {
         }
     }
 
+    /// How long, from `now`, the next event may take: the idle timeout, within the attempt's
+    /// deadline. Also what a stream may wait for its client to take an event.
+    pub(crate) fn idle_deadline(&self, now: Instant) -> Instant {
+        self.deadline.min(now + self.idle)
+    }
+
     /// The next event, or `None` at the end of the body. The first event must arrive before
     /// the first-token deadline, each later one within the idle timeout, all before the deadline.
     pub async fn next_event(&mut self) -> Option<Result<SseEvent, UpstreamError>> {
@@ -269,14 +275,14 @@ impl UpstreamResponse {
                 }
                 return Some(event);
             }
+            let wait_until = if self.seen_event {
+                self.idle_deadline(Instant::now())
+            } else {
+                self.first_token_deadline
+            };
             let chunk = match &mut self.body {
                 Body::Local(body) => body.take(),
                 Body::Http { response, lease } => {
-                    let wait_until = if self.seen_event {
-                        self.deadline.min(Instant::now() + self.idle)
-                    } else {
-                        self.first_token_deadline
-                    };
                     match timeout_at(wait_until, response.body_mut().frame()).await {
                         Err(_) => return Some(Err(timed_out("waiting for the next stream event"))),
                         Ok(Some(Err(_))) => return Some(Err(broken())),

@@ -1,11 +1,23 @@
-//! What bounds an answer: the size caps on an upstream's answer and on one stream event.
+//! What bounds an answer: a client that stops reading a stream, the provider's request timeout
+//! while nobody reads, and the size caps on an upstream's answer and on one stream event.
+
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchyard::providers::upstream::{MAX_BODY, MAX_EVENT};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::Instant;
 
 use crate::db::Backend;
 use crate::helpers::{Extra, TestApp, parse_sse, spawn_app_with, upstream_tables};
+use crate::on_both_backends;
 use crate::upstream::{Behaviour, MockUpstream};
+
+on_both_backends!(
+    a_client_that_stops_reading_has_its_upstream_closed_after_the_idle_timeout_and_is_cancelled,
+    a_client_that_stops_reading_is_cut_at_the_request_timeout_when_that_comes_first,
+);
 
 /// What an oversized upstream sends: far past both caps.
 const HUGE: usize = 300 << 20;
@@ -43,6 +55,94 @@ async fn app_with(
 
 fn chat_request(stream: bool) -> Value {
     json!({"model": "acme/chat", "stream": stream, "messages": [{"role": "user", "content": "say hello"}]})
+}
+
+/// Sends a streaming request from a socket with a small receive buffer and reads the response
+/// head, then reads no more. Returns the open socket and the generation id.
+async fn stop_reading_after_the_head(app: &TestApp) -> (TcpStream, String) {
+    let address = app.base.trim_start_matches("http://").parse().unwrap();
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(address).await.unwrap();
+    let body = chat_request(true).to_string();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {key}\r\n\
+         content-type: application/json\r\ncontent-length: {length}\r\n\r\n{body}",
+        key = app.key,
+        length = body.len(),
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut buffer = [0; 512];
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !head.windows(4).any(|window| window == b"\r\n\r\n") {
+            let read = stream.read(&mut buffer).await.unwrap();
+            assert!(read > 0, "the gateway closed the connection");
+            head.extend_from_slice(&buffer[..read]);
+        }
+    })
+    .await
+    .expect("the response head arrives");
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let id = head
+        .lines()
+        .find_map(|line| line.strip_prefix("x-generation-id: "))
+        .expect("a generation id")
+        .trim()
+        .to_owned();
+    (stream, id)
+}
+
+/// The generation's row, once it has been written.
+async fn settled_row(app: &TestApp, id: &str) -> switchyard::store::GenerationRow {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            app.flush().await;
+            if let Some(row) = app.state.store.generation(id, &app.key_hash).await.unwrap() {
+                break row;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the generation is recorded")
+}
+
+async fn a_client_that_stops_reading_has_its_upstream_closed_after_the_idle_timeout_and_is_cancelled(
+    backend: Backend,
+) {
+    let upstream = MockUpstream::start(Behaviour::Flood).await;
+    let app = app_with(backend, &upstream, "1s", "60s").await;
+    let (_unread, id) = stop_reading_after_the_head(&app).await;
+    let stopped_reading = Instant::now();
+
+    upstream.stream_dropped().await;
+    let held = stopped_reading.elapsed();
+    assert!(
+        held >= Duration::from_secs(1),
+        "the client had the idle timeout to read on; cut after {held:?}"
+    );
+    assert!(held < Duration::from_secs(6), "closed only after {held:?}");
+
+    let row = settled_row(&app, &id).await;
+    assert!(row.cancelled, "{row:?}");
+    assert_eq!(row.status, 499);
+    assert!(
+        row.completion_tokens >= 1,
+        "the deltas it was sent are billed"
+    );
+}
+
+async fn a_client_that_stops_reading_is_cut_at_the_request_timeout_when_that_comes_first(
+    backend: Backend,
+) {
+    let upstream = MockUpstream::start(Behaviour::Flood).await;
+    let app = app_with(backend, &upstream, "60s", "2s").await;
+    let (_unread, id) = stop_reading_after_the_head(&app).await;
+
+    upstream.stream_dropped().await;
+    assert!(settled_row(&app, &id).await.cancelled);
 }
 
 /// Peak resident memory of this process (`VmHWM`), in MiB.

@@ -39,6 +39,9 @@ pub enum Behaviour {
     /// A role chunk and one `"first"` delta, then (once released) a `"more"` delta every few
     /// milliseconds until the gateway hangs up.
     Endless,
+    /// A role chunk, then 4 KiB content deltas as fast as the gateway takes them, until it hangs
+    /// up.
+    Flood,
     /// A completion whose content is `bytes` long (a multiple of 64 KiB), made piece by piece as
     /// the gateway reads it, so the test never holds it; `declared` sends its `Content-Length`.
     /// Streamed, the content is one event after the role chunk. Sent with `status`, even an error.
@@ -157,6 +160,7 @@ async fn answer(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
         Behaviour::Hang => std::future::pending().await,
         Behaviour::Stream { deltas, gates } => sse(stream_frames(shared, model, deltas, gates, Ending::Done)),
         Behaviour::Endless => sse(endless_frames(shared, model)),
+        Behaviour::Flood => sse(flood_frames(shared, model)),
         Behaviour::Oversized { bytes, declared, status } => {
             let mut response = oversized(shared, &model, bytes, declared, body["stream"] == true);
             *response.status_mut() = StatusCode::from_u16(status).unwrap();
@@ -298,6 +302,28 @@ fn endless_frames(
             }
             // Paced like a real model, so the gateway's hang-up is noticed mid-stream.
             tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+}
+
+fn flood_frames(
+    shared: Arc<Shared>,
+    model: String,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    async_stream(move |tx| async move {
+        let _alarm = DropAlarm {
+            shared: shared.clone(),
+            armed: true,
+        };
+        let role = chunk(
+            &model,
+            json!({"role": "assistant", "content": ""}),
+            Value::Null,
+        );
+        let delta = chunk(&model, json!({"content": "x".repeat(4096)}), Value::Null);
+        let mut frame = role;
+        while tx.send(Ok(frame)).await.is_ok() {
+            frame = delta.clone();
         }
     })
 }
