@@ -71,7 +71,7 @@ where
     }
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if json_values_bound(bytes) > MAX_JSON_VALUES {
         return Err(ApiError::too_many_json_values(MAX_JSON_VALUES));
     }

@@ -16,6 +16,8 @@ pub mod json;
 mod key;
 mod keys;
 pub mod models;
+#[cfg(test)]
+mod parser_fuzz;
 pub mod sse;
 
 use axum::Router;
