@@ -13,6 +13,7 @@ mod openai;
 mod pool;
 pub mod presets;
 mod registry;
+mod scrub;
 pub mod sse;
 pub mod upstream;
 

@@ -1,4 +1,5 @@
-//! Builds one adapter and one connection pool per configured provider. Adding a provider kind is
+//! Builds one adapter and one connection pool per configured provider, each adapter behind the
+//! scrubber that keeps every configured credential out of its errors. Adding a provider kind is
 //! one line in `adapter_for`.
 
 use foldhash::{HashMap, HashMapExt};
@@ -11,6 +12,7 @@ use super::gemini::{self, Gemini};
 use super::mock::Mock;
 use super::openai::OpenAi;
 use super::presets;
+use super::scrub::{Scrubber, Scrubbing};
 use super::upstream::Upstream;
 use super::{Provider, ProviderError};
 use crate::config::{AZURE_API_VERSION, DataCollection, ProviderConfig, ProviderKind};
@@ -108,6 +110,9 @@ fn adapter_for(config: &ProviderConfig) -> Result<Box<dyn Provider>, RegistryErr
 impl Registry {
     pub fn build(configs: &[ProviderConfig]) -> Result<Registry, RegistryError> {
         let mut providers = HashMap::with_capacity(configs.len());
+        // One scrubber for every adapter, holding every provider's credentials: an upstream
+        // that is a proxy in front of several providers can echo any of them.
+        let scrubber = Arc::new(Scrubber::of_providers(configs));
         for config in configs {
             let id: Arc<str> = Arc::from(config.id.as_str());
             let upstream = Upstream::new(config).map_err(|source| RegistryError::Client {
@@ -116,7 +121,7 @@ impl Registry {
             })?;
             let entry = ProviderEntry {
                 id: id.clone(),
-                adapter: adapter_for(config)?,
+                adapter: Box::new(Scrubbing::new(adapter_for(config)?, scrubber.clone())),
                 upstream,
                 data_collection: config.data_collection,
             };

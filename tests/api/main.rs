@@ -23,6 +23,7 @@ mod params;
 mod rate_limits;
 mod routing;
 mod scripted_upstream;
+mod secrets;
 mod store;
 mod stream_limits;
 mod streaming;
