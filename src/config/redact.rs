@@ -16,38 +16,35 @@ impl fmt::Debug for Masked<'_> {
 }
 
 /// A URL that prints without the password in its user info and without its query (where
-/// drivers also accept passwords), e.g. `postgres://app:***@db/switchyard`.
+/// drivers also accept passwords), e.g. `postgres://app:***@db/switchyard?***`.
 #[derive(Clone, Copy)]
 pub(super) struct RedactedUrl<'a>(pub(super) &'a str);
 
 impl RedactedUrl<'_> {
+    /// The user info runs to the last `@`, whatever the password holds: a password is the one
+    /// part people write with `/`, `#`, `?`, `@` or `:` unescaped. When the password part holds a
+    /// `?`, that `@` may be one inside a query instead, so what follows it is masked too.
     fn redacted(self) -> String {
-        let url = self.0;
-        let (url, had_query) = match url.split_once('?') {
-            Some((base, _)) => (base, true),
-            None => (url, false),
+        let Some((scheme, rest)) = self.0.split_once("://") else {
+            return without_query(self.0);
         };
-        let mut out = match url.split_once("://") {
-            Some((scheme, rest)) => {
-                let authority_end = rest.find(['/', '#']).unwrap_or(rest.len());
-                let (authority, path) = rest.split_at(authority_end);
-                match authority.rsplit_once('@') {
-                    Some((user_info, host)) => {
-                        let user = user_info
-                            .split_once(':')
-                            .map_or(user_info, |(user, _)| user);
-                        let masked = if user_info.contains(':') { ":***" } else { "" };
-                        format!("{scheme}://{user}{masked}@{host}{path}")
-                    }
-                    None => format!("{scheme}://{rest}"),
-                }
+        let password = rest
+            .rsplit_once('@')
+            .and_then(|(user_info, host)| Some((user_info.split_once(':')?, host)));
+        match password {
+            Some(((user, password), _)) if password.contains('?') => {
+                format!("{scheme}://{user}:***@***")
             }
-            None => url.to_owned(),
-        };
-        if had_query {
-            out.push_str("?***");
+            Some(((user, _), host)) => format!("{scheme}://{user}:***@{}", without_query(host)),
+            None => format!("{scheme}://{}", without_query(rest)),
         }
-        out
+    }
+}
+
+fn without_query(url: &str) -> String {
+    match url.split_once('?') {
+        Some((base, _)) => format!("{base}?***"),
+        None => url.to_owned(),
     }
 }
 
@@ -76,6 +73,53 @@ mod tests {
                 "postgres://db/app?***",
             ),
             ("postgres://app@db/app", "postgres://app@db/app"),
+            (
+                "sqlite://switchyard.db?mode=rwc",
+                "sqlite://switchyard.db?***",
+            ),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(RedactedUrl(url).redacted(), expected);
+        }
+    }
+
+    #[test]
+    fn a_password_is_masked_whatever_it_holds() {
+        let passwords = [
+            "Zq/Wk",
+            "Zq#Wk",
+            "Zq@Wk",
+            "Zq:Wk",
+            "Zq/Wk#Jv@Xy:Pm",
+            "Zq?Wk",
+            "Zq@Wk?Jv@",
+        ];
+        for password in passwords {
+            let url = format!("postgres://app:{password}@db:5432/switchyard?sslmode=require");
+            let redacted = RedactedUrl(&url).redacted();
+            for part in password.split(['/', '#', '@', ':', '?']) {
+                assert!(
+                    !redacted.contains(part) || part.is_empty(),
+                    "{url} -> {redacted}"
+                );
+            }
+            let expected = if password.contains('?') {
+                "postgres://app:***@***"
+            } else {
+                "postgres://app:***@db:5432/switchyard?***"
+            };
+            assert_eq!(redacted, expected, "{url}");
+        }
+    }
+
+    #[test]
+    fn an_at_sign_in_a_query_keeps_the_query_masked() {
+        let cases = [
+            ("postgres://db/app?password=p@ss", "postgres://db/app?***"),
+            (
+                "postgres://db:5432/app?password=p@ss",
+                "postgres://db:***@***",
+            ),
         ];
         for (url, expected) in cases {
             assert_eq!(RedactedUrl(url).redacted(), expected);
