@@ -130,10 +130,19 @@ pub fn parse_expiry(text: &str) -> Result<DateTime<Utc>, KeyError> {
 }
 
 /// A freshly minted key: the plaintext is here and nowhere else, ever.
-#[derive(Debug)]
 pub struct CreatedKey {
     pub key: String,
     pub row: ApiKeyRow,
+}
+
+/// The row only: the plaintext goes to whoever created the key, never into a log.
+impl std::fmt::Debug for CreatedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedKey")
+            .field("key", &format_args!("***"))
+            .field("row", &self.row)
+            .finish()
+    }
 }
 
 const KEY_PREFIX: &str = "sk-sy-";

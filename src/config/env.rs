@@ -2,18 +2,19 @@
 //! what a key means, and never lets a substituted value reach an error message.
 
 use std::borrow::Cow;
+use std::fmt;
 use std::ops::Range;
+
+use super::redact::Masked;
 
 /// The file after substitution, plus what is needed to point back into the original text and to
 /// keep substituted values out of error messages.
-#[derive(Debug)]
 pub(super) struct Substituted {
     pub(super) text: String,
     regions: Vec<Region>,
 }
 
 /// One replaced `${…}` (or a `$${` escape, which replaces two characters by one).
-#[derive(Debug)]
 struct Region {
     original: Range<usize>,
     substituted: Range<usize>,
@@ -260,6 +261,27 @@ fn key_of_line(text: &str, offset: usize) -> Option<&str> {
     (!key.is_empty() && !key.starts_with('#')).then_some(key)
 }
 
+/// The text with every substituted value masked, as errors show it.
+impl fmt::Debug for Substituted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let everything = 0..self.text.len();
+        f.debug_struct("Substituted")
+            .field("text", &self.scrub(Some(&everything), &self.text))
+            .field("regions", &self.regions)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Region")
+            .field("original", &self.original)
+            .field("substituted", &self.substituted)
+            .field("secret", &Masked(self.secret.as_deref()))
+            .finish()
+    }
+}
+
 impl Substituted {
     /// Maps a byte offset in the substituted text back to the original file; an offset inside
     /// a substituted value maps to the `$` of its `${`.
@@ -416,6 +438,21 @@ mod tests {
             substituted.original_offset(inside_value),
             text.find('$').unwrap()
         );
+    }
+
+    #[test]
+    fn debug_output_shows_no_substituted_value() {
+        let text = "key = \"${KEY}\"\nport = \"${PORT}\"\nname = \"kept\"";
+        let substituted =
+            substitute(text, &env(&[("KEY", "sk-live-123456"), ("PORT", "8080")])).unwrap();
+        let printed = format!(
+            "{substituted:?} {substituted:#?} {:?}",
+            substituted.regions[0]
+        );
+        assert!(!printed.contains("sk-live-123456"), "{printed}");
+        assert!(!printed.contains("8080"), "{printed}");
+        assert!(printed.contains("name = \\\"kept\\\""), "{printed}");
+        assert!(printed.contains("secret: Some(\"***\")"), "{printed}");
     }
 
     #[test]

@@ -1,15 +1,16 @@
 //! Secrets stay secret: credentials an upstream repeats in its errors reach no client, generation
-//! row or log line.
+//! row or log line, and every type that holds a secret prints it masked.
 
 use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use serde_json::{Value, json};
+use switchyard::config::{ConfigSource, LoadedConfig};
 use tokio::net::TcpListener;
 
 use crate::db::Backend;
-use crate::helpers::{parse_sse, spawn_app_with_tables};
+use crate::helpers::{Extra, TestApp, parse_sse, spawn_app_with, spawn_app_with_tables};
 use crate::on_both_backends;
 use crate::scripted_upstream::{Script, ScriptedUpstream};
 
@@ -265,4 +266,76 @@ id = "anthropic/claude"
     let stored = row.error.unwrap();
     assert!(!stored.contains(KEY), "{stored}");
     assert!(!row.attempts.contains(KEY), "{}", row.attempts);
+}
+
+const ADMIN_TOKEN: &str = "admin-token-for-the-secrets-tests-8Kd2";
+
+async fn admin_app() -> TestApp {
+    let server = format!("admin_token = \"{ADMIN_TOKEN}\"");
+    spawn_app_with(
+        Backend::Sqlite,
+        Extra {
+            server: &server,
+            ..Extra::default()
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_that_holds_a_secret_prints_it_masked() {
+    let text = r#"
+        [server]
+        admin_token = "admin-secret-that-must-not-print-0001"
+        [database]
+        url = "postgres://app:db/pass#word@db/switchyard?sslmode=require"
+        [redis]
+        url = "redis://:redis-pass@cache:6379"
+        [[providers]]
+        id = "openai"
+        kind = "openai"
+        api_key = "openai-secret-value"
+        [[providers]]
+        id = "bedrock"
+        kind = "bedrock"
+        region = "us-east-1"
+        access_key_id = "AKIAPRINTSECRET"
+        secret_access_key = "aws-secret-value"
+        session_token = "aws-session-value"
+    "#;
+    let config = switchyard::config::from_text(text, "secrets.toml", &|_| None).unwrap();
+    let loaded = LoadedConfig {
+        config,
+        source: ConfigSource::EmbeddedDefault,
+    };
+    let app = admin_app().await;
+    let created = app
+        .state
+        .keys
+        .create("printed", None, None, None)
+        .await
+        .unwrap();
+    let printed = [
+        format!("{loaded:?}"),
+        format!("{loaded:#?}"),
+        format!("{:?}", app.state.admin),
+        format!("{created:?}"),
+        format!("{created:#?}"),
+    ]
+    .join("\n");
+    for secret in [
+        "admin-secret-that-must-not-print-0001",
+        "db/pass#word",
+        "pass#word",
+        "redis-pass",
+        "openai-secret-value",
+        "AKIAPRINTSECRET",
+        "aws-secret-value",
+        "aws-session-value",
+        ADMIN_TOKEN,
+        created.key.as_str(),
+    ] {
+        assert!(!printed.contains(secret), "{secret} printed: {printed}");
+    }
+    assert!(printed.contains(&created.row.hash), "the row still prints");
 }
