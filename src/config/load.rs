@@ -436,9 +436,10 @@ mod tests {
         let text = format!(
             "{MOCK}[server]\nadmin_token = \"${{TOKEN}}\"\nlisten = \"${{LISTEN:-0.0.0.0:9090}}\"\n"
         );
-        let env = |name: &str| (name == "TOKEN").then(|| "t0ken".to_owned());
+        let token = "t0ken-long-enough-to-guard-the-key-api";
+        let env = |name: &str| (name == "TOKEN").then(|| token.to_owned());
         let config = from_text(&text, "switchyard.toml", &env).unwrap();
-        assert_eq!(config.server.admin_token.as_deref(), Some("t0ken"));
+        assert_eq!(config.server.admin_token.as_deref(), Some(token));
         assert_eq!(config.server.listen, "0.0.0.0:9090");
     }
 

@@ -19,6 +19,10 @@ pub(super) const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 /// the Azure OpenAI data-plane inference API for deployment URLs.
 pub(crate) const AZURE_API_VERSION: &str = "2024-10-21";
 
+/// The shortest `[server] admin_token` accepted: with 32 random characters, guessing it over the
+/// network is hopeless however fast the attempts come.
+const MIN_ADMIN_TOKEN_CHARS: usize = 32;
+
 /// `"*"`, or `scheme://host[:port]` with nothing after it: what a browser sends as `Origin`.
 fn is_cors_origin(origin: &str) -> bool {
     if origin == "*" {
@@ -88,6 +92,16 @@ fn server(server: &mut ServerConfig, problems: &mut Vec<Problem>) {
         ));
     }
     clear_if_empty(&mut server.admin_token);
+    let short_token = |token: &str| token.chars().count() < MIN_ADMIN_TOKEN_CHARS;
+    if server.admin_token.as_deref().is_some_and(short_token) {
+        problems.push(Problem::new(
+            path.key("admin_token"),
+            format!(
+                "server.admin_token: must be at least {MIN_ADMIN_TOKEN_CHARS} characters, since \
+                 it guards key provisioning (make one with `openssl rand -hex 32`)"
+            ),
+        ));
+    }
     if server.max_body.0 == 0 {
         problems.push(Problem::new(
             path.key("max_body"),
@@ -965,6 +979,22 @@ mod tests {
             "{found:?}"
         );
         assert!(!found[1].contains("hunter2"));
+    }
+
+    #[test]
+    fn an_admin_token_shorter_than_32_characters_is_refused_without_printing_it() {
+        let config = |token: &str| format!("[server]\nadmin_token = \"{token}\"\n");
+        let found = messages(&config("a"));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("server.admin_token: must be at least 32 characters"),
+            "{found:?}"
+        );
+        assert!(!found[0].contains("\"a\""), "{found:?}");
+        let almost = "x".repeat(31);
+        assert_eq!(messages(&config(&almost)).len(), 1);
+        assert!(messages(&config(&format!("{almost}é"))).is_empty());
+        assert!(messages(&config("")).is_empty(), "empty means no token");
     }
 
     #[test]

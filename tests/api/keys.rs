@@ -29,7 +29,7 @@ on_both_backends!(
     a_key_disabled_on_one_replica_is_refused_by_another_within_a_second,
 );
 
-const ADMIN: &str = "admin-secret-for-tests";
+const ADMIN: &str = "admin-secret-for-tests-0123456789abcdef";
 
 async fn spawn(backend: Backend) -> TestApp {
     spawn_app_with(backend, admin_config()).await
@@ -37,7 +37,7 @@ async fn spawn(backend: Backend) -> TestApp {
 
 fn admin_config() -> Extra<'static> {
     Extra {
-        server: r#"admin_token = "admin-secret-for-tests""#,
+        server: r#"admin_token = "admin-secret-for-tests-0123456789abcdef""#,
         ..Extra::default()
     }
 }
@@ -295,7 +295,14 @@ async fn the_provisioning_api_needs_the_admin_token(backend: Backend) {
             .unwrap();
         let error = json_of(missing, 401).await;
         assert_eq!(error["error"]["code"], 401, "{method} {path}");
-        let wrong = as_bearer(&app, "admin-secret-for-test", method.clone(), path, body()).await;
+        let wrong = as_bearer(
+            &app,
+            &ADMIN[..ADMIN.len() - 1],
+            method.clone(),
+            path,
+            body(),
+        )
+        .await;
         json_of(wrong, 401).await;
         // A key is not the admin token.
         let key = as_bearer(&app, &app.key, method.clone(), path, body()).await;

@@ -1,6 +1,8 @@
 //! Secrets stay secret: credentials an upstream repeats in its errors reach no client, generation
-//! row or log line, and every type that holds a secret prints it masked.
+//! row or log line; every type that holds a secret prints it masked; a short admin token is
+//! refused at startup.
 
+use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::Router;
@@ -338,4 +340,33 @@ async fn every_type_that_holds_a_secret_prints_it_masked() {
         assert!(!printed.contains(secret), "{secret} printed: {printed}");
     }
     assert!(printed.contains(&created.row.hash), "the row still prints");
+}
+
+/// `check` and `serve` both load the config, so both refuse a short admin token before anything
+/// else happens.
+#[test]
+fn check_and_serve_refuse_an_admin_token_shorter_than_32_characters() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("short.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"short-Tok3n\"\n",
+    )
+    .unwrap();
+    for command in ["check", "serve"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .arg(command)
+            .arg("--config")
+            .arg(&path)
+            .env_remove("SWITCHYARD_CONFIG")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{command} must fail: {stderr}");
+        assert!(
+            stderr.contains("short.toml:3:15: server.admin_token: must be at least 32 characters"),
+            "{command}: {stderr}"
+        );
+        assert!(!stderr.contains("short-Tok3n"), "{command}: {stderr}");
+    }
 }
