@@ -1,12 +1,15 @@
 //! Secrets stay secret: credentials an upstream repeats in its errors reach no client, generation
 //! row or log line; every type that holds a secret prints it masked; a short admin token is
-//! refused at startup.
+//! refused at startup; wrong admin tokens are logged without the token and, once they come often,
+//! answered late.
 
 use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode, Uri};
+use reqwest::Method;
 use serde_json::{Value, json};
 use switchyard::config::{ConfigSource, LoadedConfig};
 use tokio::net::TcpListener;
@@ -369,4 +372,40 @@ fn check_and_serve_refuse_an_admin_token_shorter_than_32_characters() {
         );
         assert!(!stderr.contains("short-Tok3n"), "{command}: {stderr}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_admin_tokens_are_logged_without_the_token_and_answered_late_past_ten() {
+    let log = Log::captured();
+    let app = admin_app().await;
+    let wrong = "wrong-admin-token-guess-0000000000000";
+    let list = |token: &'static str| {
+        app.client
+            .request(Method::GET, format!("{}/v1/keys", app.base))
+            .bearer_auth(token)
+            .send()
+    };
+    for _ in 0..10 {
+        assert_eq!(list(wrong).await.unwrap().status(), 401);
+    }
+    for at_least in [100, 200] {
+        let started = Instant::now();
+        assert_eq!(list(wrong).await.unwrap().status(), 401);
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(at_least),
+            "answered after {waited:?}"
+        );
+    }
+    assert_eq!(list(ADMIN_TOKEN).await.unwrap().status(), 200);
+    let log = log.text();
+    let warnings = log
+        .lines()
+        .filter(|line| line.contains("WARN") && line.contains("wrong admin token"))
+        .collect::<Vec<_>>();
+    assert_eq!(warnings.len(), 12, "{log}");
+    assert!(warnings[11].contains("failures=12"), "{}", warnings[11]);
+    assert!(warnings[11].contains("path=/v1/keys"), "{}", warnings[11]);
+    assert!(!log.contains(wrong), "{log}");
+    assert!(!log.contains(ADMIN_TOKEN), "{log}");
 }
