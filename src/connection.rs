@@ -11,6 +11,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
@@ -18,6 +19,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::response::IntoResponse;
 use bytes::Bytes;
 use futures_util::future::{Either, Ready, ready};
@@ -166,21 +168,30 @@ pub struct InFlight(Arc<AtomicUsize>);
 
 /// A hyper service that counts each request in its connection's [`Watch`] and its thread's
 /// [`InFlight`] until its response is sent, and refuses with 503 past the thread's share.
+/// It also gives each request its client's address, as axum's `ConnectInfo`, for the logs.
 #[derive(Debug, Clone)]
 pub struct Guarded<S> {
     inner: S,
     watch: Arc<Watch>,
     in_flight: InFlight,
     limit: usize,
+    peer: Option<SocketAddr>,
 }
 
 impl<S> Guarded<S> {
-    pub fn new(inner: S, watch: Arc<Watch>, in_flight: InFlight, limits: ConnectionLimits) -> Self {
+    pub fn new(
+        inner: S,
+        watch: Arc<Watch>,
+        in_flight: InFlight,
+        limits: ConnectionLimits,
+        peer: Option<SocketAddr>,
+    ) -> Self {
         Self {
             inner,
             watch,
             in_flight,
             limit: limits.inflight_per_thread,
+            peer,
         }
     }
 }
@@ -263,8 +274,11 @@ where
     type Error = Infallible;
     type Future = Either<Counted<S::Future>, Ready<Answered>>;
 
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         self.watch.awaiting_head.store(false, Ordering::Relaxed);
+        if let Some(peer) = self.peer {
+            request.extensions_mut().insert(ConnectInfo(peer));
+        }
         if self.in_flight.0.fetch_add(1, Ordering::Relaxed) >= self.limit {
             self.in_flight.0.fetch_sub(1, Ordering::Relaxed);
             let busy = ApiError::unavailable(

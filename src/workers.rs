@@ -152,6 +152,7 @@ async fn serve(
             watch.clone(),
             in_flight.clone(),
             limits,
+            stream.peer_addr().ok(),
         );
         let watcher = graceful.watcher();
         let builder = builder.clone();

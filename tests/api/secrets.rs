@@ -406,6 +406,7 @@ async fn wrong_admin_tokens_are_logged_without_the_token_and_answered_late_past_
     assert_eq!(warnings.len(), 12, "{log}");
     assert!(warnings[11].contains("failures=12"), "{}", warnings[11]);
     assert!(warnings[11].contains("path=/v1/keys"), "{}", warnings[11]);
+    assert!(warnings[11].contains("peer=127.0.0.1:"), "{}", warnings[11]);
     assert!(!log.contains(wrong), "{log}");
     assert!(!log.contains(ADMIN_TOKEN), "{log}");
 }
