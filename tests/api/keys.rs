@@ -335,6 +335,9 @@ async fn invalid_input_is_a_400_in_the_error_shape(backend: Backend) {
         json!({"name": "x", "expires_at": "next tuesday"}),
         json!({"name": "x", "expires_at": "2027-12-31"}),
         json!({"name": "  "}),
+        json!({"name": "n".repeat(129)}),
+        json!({"name": "a\nforged log line"}),
+        json!({"name": "x".repeat(1 << 20)}),
         json!({"limit": 5}),
     ];
     for body in invalid {
@@ -348,6 +351,7 @@ async fn invalid_input_is_a_400_in_the_error_shape(backend: Backend) {
         json!({"limit": -5}),
         json!({"limit_reset": "hourly"}),
         json!({"name": ""}),
+        json!({"name": "\u{1b}[2J"}),
         json!({"disabled": "yes"}),
     ] {
         let response = admin(&app, Method::PATCH, &path, Some(patch.clone())).await;
