@@ -10,7 +10,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 
 use crate::db::Backend;
-use crate::helpers::{Extra, TestApp, parse_sse, spawn_app_with, upstream_tables};
+use crate::helpers::{TestApp, parse_sse, spawn_app_with_tables, upstream_tables};
 use crate::on_both_backends;
 use crate::upstream::{Behaviour, MockUpstream};
 
@@ -43,14 +43,7 @@ async fn app_with(
             r#"request_timeout = "5s""#,
             &format!("request_timeout = {request_timeout:?}"),
         );
-    spawn_app_with(
-        backend,
-        Extra {
-            tables,
-            ..Extra::default()
-        },
-    )
-    .await
+    spawn_app_with_tables(backend, tables).await
 }
 
 fn chat_request(stream: bool) -> Value {
